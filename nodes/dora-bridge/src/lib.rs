@@ -1,0 +1,72 @@
+//! The one place where glue's message contract meets dora: metadata conversion, typed send and receive.
+//!
+//! Nodes call [`send`] and [`decode`] with `glue::msg` types and never touch raw arrays or parameters, so every
+//! message crossing the graph is validated by `glue::msg` on both ends.
+
+use dora_node_api::arrow_v59::array::Array;
+use dora_node_api::dora_core::config::DataId;
+use dora_node_api::{DoraArray, DoraNode, MetadataParameters, Parameter};
+use eyre::WrapErr;
+use glue::msg::{Header, Message, MetaValue, Metadata, MsgError};
+
+/// Converts glue metadata to dora parameters.
+pub fn to_parameters(meta: &Metadata) -> MetadataParameters {
+    meta.iter()
+        .map(|(k, v)| {
+            let p = match v {
+                MetaValue::Bool(b) => Parameter::Bool(*b),
+                MetaValue::Int(i) => Parameter::Integer(*i),
+                MetaValue::Float(f) => Parameter::Float(*f),
+                MetaValue::Str(s) => Parameter::String(s.clone()),
+                MetaValue::Ints(v) => Parameter::ListInt(v.clone()),
+                MetaValue::Floats(v) => Parameter::ListFloat(v.clone()),
+                MetaValue::Strs(v) => Parameter::ListString(v.clone()),
+            };
+            (k.clone(), p)
+        })
+        .collect()
+}
+
+/// Converts dora parameters to glue metadata; timestamps become RFC 3339 strings.
+pub fn from_parameters(params: &MetadataParameters) -> Metadata {
+    params
+        .iter()
+        .map(|(k, p)| {
+            let v = match p {
+                Parameter::Bool(b) => MetaValue::Bool(*b),
+                Parameter::Integer(i) => MetaValue::Int(*i),
+                Parameter::Float(f) => MetaValue::Float(*f),
+                Parameter::String(s) => MetaValue::Str(s.clone()),
+                Parameter::ListInt(v) => MetaValue::Ints(v.clone()),
+                Parameter::ListFloat(v) => MetaValue::Floats(v.clone()),
+                Parameter::ListString(v) => MetaValue::Strs(v.clone()),
+                Parameter::Timestamp(t) => MetaValue::Str(t.to_rfc3339()),
+            };
+            (k.clone(), v)
+        })
+        .collect()
+}
+
+/// Encodes `msg` and sends it on `output`.
+pub fn send<M: Message>(node: &mut DoraNode, output: &str, header: &Header, msg: &M) -> eyre::Result<()> {
+    let (array, meta) = msg.encode(header);
+    node.send_output(DataId::from(output.to_owned()), to_parameters(&meta), DoraArray::from(array))
+        .wrap_err_with(|| format!("sending `{output}`"))
+}
+
+/// Decodes and validates an input as message type `M`.
+pub fn decode<M: Message>(metadata: &dora_node_api::Metadata, data: &DoraArray) -> Result<(Header, M), MsgError> {
+    let array: &dyn Array = data.as_array().as_ref();
+    M::decode(array, &from_parameters(&metadata.parameters))
+}
+
+/// Reads a node setting from the environment (dora passes a node's `env:` map), with a default.
+pub fn env_or<T: std::str::FromStr>(key: &str, default: T) -> eyre::Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    match std::env::var(key) {
+        Ok(v) => v.parse().map_err(|e| eyre::eyre!("environment variable {key}={v:?}: {e}")),
+        Err(_) => Ok(default),
+    }
+}

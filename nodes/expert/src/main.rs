@@ -1,0 +1,64 @@
+//! `expert` node: the scripted, privileged-state expert of `glue::sim::expert` as a policy in the graph.
+//!
+//! Inputs: `episode` (start events carry the task), `robot_state`, `object_poses` (privileged, from the simulator).
+//! Output: `action` for the frame of the robot state it answers. Settings: `CONTROL_HZ` (default 10).
+
+use dora_bridge::{decode, env_or, send};
+use dora_node_api::{DoraNode, Event};
+use glue::msg::{EpisodeEvent, Header, ObjectPoses, RobotState};
+use glue::sim::expert::Expert;
+use glue::sim::task::TaskKind;
+
+/// Per-episode state: the task, the frame-0 inputs needed to plan, then the planned expert.
+#[derive(Default)]
+struct Episode {
+    task: Option<TaskKind>,
+    poses: Option<ObjectPoses>,
+    state: Option<(Header, RobotState)>,
+    expert: Option<Expert>,
+}
+
+impl Episode {
+    /// Plans once the task, the object poses and the robot state of frame 0 are all known.
+    fn plan(&mut self, control_hz: f32) -> eyre::Result<()> {
+        if let (None, Some(task), Some(poses), Some((_, state))) = (&self.expert, self.task, &self.poses, &self.state) {
+            self.expert = Some(Expert::new(task, poses, state, control_hz)?);
+        }
+        Ok(())
+    }
+}
+
+fn main() -> eyre::Result<()> {
+    let control_hz: f32 = env_or("CONTROL_HZ", 10.0)?;
+    let (mut node, mut events) = DoraNode::init_from_env()?;
+    let mut current = Episode::default();
+    while let Some(event) = events.recv() {
+        let Event::Input { id, metadata, data } = event else {
+            if matches!(event, Event::Stop(_)) {
+                break;
+            }
+            continue;
+        };
+        match id.as_str() {
+            "episode" => {
+                if let (_, EpisodeEvent::Start { task, .. }) = decode::<EpisodeEvent>(&metadata, &data)? {
+                    current = Episode { task: Some(task.parse().map_err(|e: String| eyre::eyre!(e))?), ..Episode::default() };
+                }
+            }
+            "object_poses" => {
+                let (h, poses) = decode::<ObjectPoses>(&metadata, &data)?;
+                if h.frame == 0 {
+                    current.poses = Some(poses);
+                }
+            }
+            "robot_state" => current.state = Some(decode::<RobotState>(&metadata, &data)?),
+            other => eyre::bail!("expert: unexpected input `{other}`"),
+        }
+        current.plan(control_hz)?;
+        if let (Some(expert), Some((h, state))) = (current.expert.as_mut(), current.state.take()) {
+            let action = expert.act(&state);
+            send(&mut node, "action", &h, &action)?;
+        }
+    }
+    Ok(())
+}

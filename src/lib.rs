@@ -1,0 +1,12 @@
+//! GLUE (global-local unified encoding via key-patch tracking) on dora-rs: the library behind the `glue` CLI
+//! and the dora nodes. The library never imports dora; `nodes/*` adapt it to the dataflow.
+//!
+//! Dependency direction: `msg` imports nothing of ours; `recording` and `viz` build on `msg`; `sim` on `msg`;
+//! `collect` and `bench` tie the simulator to recordings.
+
+pub mod bench;
+pub mod collect;
+pub mod msg;
+pub mod recording;
+pub mod sim;
+pub mod viz;
