@@ -9,9 +9,11 @@ use glue::msg::{EpisodeEvent, Header, ObjectPoses, RobotState};
 use glue::sim::expert::Expert;
 use glue::sim::task::TaskKind;
 
-/// Per-episode state: the task, the frame-0 inputs needed to plan, then the planned expert.
+/// Per-episode state: the task, the frame-0 inputs needed to plan, then the planned expert. Inputs from different
+/// outputs may interleave in any order, so everything is keyed by the header's episode index.
 #[derive(Default)]
 struct Episode {
+    id: u64,
     task: Option<TaskKind>,
     poses: Option<ObjectPoses>,
     state: Option<(Header, RobotState)>,
@@ -19,6 +21,14 @@ struct Episode {
 }
 
 impl Episode {
+    /// Starts buffering for a newer episode; messages of older episodes are dropped.
+    fn is_current(&mut self, h: &Header) -> bool {
+        if h.episode > self.id {
+            *self = Episode { id: h.episode, ..Episode::default() };
+        }
+        h.episode == self.id
+    }
+
     /// Plans once the task, the object poses and the robot state of frame 0 are all known.
     fn plan(&mut self, control_hz: f32) -> eyre::Result<()> {
         if let (None, Some(task), Some(poses), Some((_, state))) = (&self.expert, self.task, &self.poses, &self.state) {
@@ -41,23 +51,31 @@ fn main() -> eyre::Result<()> {
         };
         match id.as_str() {
             "episode" => {
-                if let (_, EpisodeEvent::Start { task, .. }) = decode::<EpisodeEvent>(&metadata, &data)? {
-                    current = Episode { task: Some(task.parse().map_err(|e: String| eyre::eyre!(e))?), ..Episode::default() };
+                if let (h, EpisodeEvent::Start { task, .. }) = decode::<EpisodeEvent>(&metadata, &data)? {
+                    if current.is_current(&h) {
+                        current.task = Some(task.parse().map_err(|e: String| eyre::eyre!(e))?);
+                    }
                 }
             }
             "object_poses" => {
                 let (h, poses) = decode::<ObjectPoses>(&metadata, &data)?;
-                if h.frame == 0 {
+                if current.is_current(&h) && h.frame == 0 {
                     current.poses = Some(poses);
                 }
             }
-            "robot_state" => current.state = Some(decode::<RobotState>(&metadata, &data)?),
+            "robot_state" => {
+                let (h, state) = decode::<RobotState>(&metadata, &data)?;
+                if current.is_current(&h) {
+                    current.state = Some((h, state));
+                }
+            }
             other => eyre::bail!("expert: unexpected input `{other}`"),
         }
         current.plan(control_hz)?;
-        if let (Some(expert), Some((h, state))) = (current.expert.as_mut(), current.state.take()) {
-            let action = expert.act(&state);
-            send(&mut node, "action", &h, &action)?;
+        if let Some(expert) = current.expert.as_mut() {
+            if let Some((h, state)) = current.state.take() {
+                send(&mut node, "action", &h, &expert.act(&state))?;
+            }
         }
     }
     Ok(())

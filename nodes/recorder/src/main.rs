@@ -4,14 +4,15 @@
 //! Inputs: `episode`, `image`, `robot_state`, `action` (required), and, when the dataflow connects them,
 //! `segmentation`, `oracle_tracks`, `keypoints`. A tick is written once every connected input has arrived for its
 //! frame; the episode is finalised when its end event has come and all its ticks are written.
+//! Each run writes into its own folder `OUT_DIR/<dataflow id>` (time-ordered UUIDs), so runs never collide.
 //! Settings: `OUT_DIR` (default `out/recordings`), `CONTROL_HZ` (default 10).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use dora_bridge::{decode, env_or, send as _};
-use dora_node_api::{DoraNode, Event};
-use glue::msg::{Action, EpisodeEvent, Image, Keypoints, RobotState, Segmentation};
+use dora_bridge::{decode, env_or};
+use dora_node_api::{DoraArray, DoraNode, Event, Metadata};
+use glue::msg::{Action, EpisodeEvent, Header, Image, Keypoints, RobotState, Segmentation};
 use glue::recording::{EpisodeInfo, EpisodeWriter, Tick};
 
 /// The parts of one tick received so far.
@@ -26,6 +27,29 @@ struct Parts {
     keypoints: Option<Keypoints>,
 }
 
+/// One per-frame input, decoded and validated.
+enum Part {
+    Image(Image),
+    Segmentation(Segmentation),
+    RobotState(RobotState),
+    Action(Action),
+    OracleTracks(Keypoints),
+    Keypoints(Keypoints),
+}
+
+/// Decodes the per-frame input `id` into its message type.
+fn decode_part(id: &str, metadata: &Metadata, data: &DoraArray) -> eyre::Result<(Header, Part)> {
+    Ok(match id {
+        "image" => decode::<Image>(metadata, data).map(|(h, m)| (h, Part::Image(m)))?,
+        "segmentation" => decode::<Segmentation>(metadata, data).map(|(h, m)| (h, Part::Segmentation(m)))?,
+        "robot_state" => decode::<RobotState>(metadata, data).map(|(h, m)| (h, Part::RobotState(m)))?,
+        "action" => decode::<Action>(metadata, data).map(|(h, m)| (h, Part::Action(m)))?,
+        "oracle_tracks" => decode::<Keypoints>(metadata, data).map(|(h, m)| (h, Part::OracleTracks(m)))?,
+        "keypoints" => decode::<Keypoints>(metadata, data).map(|(h, m)| (h, Part::Keypoints(m)))?,
+        other => eyre::bail!("recorder: unexpected input `{other}`"),
+    })
+}
+
 /// Which optional inputs this recorder's dataflow connects.
 struct Connected {
     segmentation: bool,
@@ -34,6 +58,17 @@ struct Connected {
 }
 
 impl Parts {
+    fn set(&mut self, part: Part) {
+        match part {
+            Part::Image(m) => self.image = Some(m),
+            Part::Segmentation(m) => self.segmentation = Some(m),
+            Part::RobotState(m) => self.robot_state = Some(m),
+            Part::Action(m) => self.action = Some(m),
+            Part::OracleTracks(m) => self.oracle_tracks = Some(m),
+            Part::Keypoints(m) => self.keypoints = Some(m),
+        }
+    }
+
     fn complete(&self, c: &Connected) -> bool {
         self.image.is_some()
             && self.robot_state.is_some()
@@ -60,45 +95,63 @@ impl Parts {
 /// One episode being recorded.
 struct Recording {
     episode: u64,
-    start: EpisodeEvent,
+    /// The start event; per-frame inputs may arrive before it.
+    start: Option<EpisodeEvent>,
     writer: Option<EpisodeWriter>,
     parts: BTreeMap<u64, Parts>,
     next_frame: u64,
     end: Option<(bool, u64)>,
 }
 
+impl Recording {
+    fn new(episode: u64) -> Self {
+        Recording { episode, start: None, writer: None, parts: BTreeMap::new(), next_frame: 0, end: None }
+    }
+}
+
+/// Episodes being recorded, by episode index: inputs from different nodes interleave, so the last action of one
+/// episode may arrive after the next episode's start, and a frame may arrive before its episode's start event.
 struct Recorder {
     out_dir: PathBuf,
     control_hz: f32,
     connected: Connected,
-    current: Option<Recording>,
+    active: BTreeMap<u64, Recording>,
+    /// Episodes already written (or abandoned): late inputs for them are dropped.
+    closed: BTreeSet<u64>,
+    /// Episodes written and how many of them succeeded.
+    written: u32,
+    succeeded: u32,
 }
 
 impl Recorder {
-    /// Writes every complete tick in frame order, then finalises the episode once its end event is satisfied.
-    fn flush(&mut self) -> eyre::Result<()> {
-        let Some(rec) = self.current.as_mut() else { return Ok(()) };
+    /// Writes every complete tick of `episode` in frame order, then finalises it once its end event is satisfied.
+    fn flush(&mut self, episode: u64) -> eyre::Result<()> {
+        let Some(rec) = self.active.get_mut(&episode) else { return Ok(()) };
+        let Some(start) = rec.start.clone() else { return Ok(()) };
         while rec.parts.get(&rec.next_frame).is_some_and(|p| p.complete(&self.connected)) {
             let parts = rec.parts.remove(&rec.next_frame).expect("checked above");
             if rec.writer.is_none() {
                 let image = parts.image.as_ref().expect("complete tick");
-                let info = episode_info(rec.episode, &rec.start, image, self.control_hz)?;
+                let info = episode_info(rec.episode, &start, image, self.control_hz)?;
                 rec.writer = Some(EpisodeWriter::create(&self.out_dir, info)?);
             }
             rec.writer.as_mut().expect("created above").push(parts.into_tick(rec.next_frame))?;
             rec.next_frame += 1;
         }
-        if let Some((success, ticks)) = rec.end {
-            if rec.next_frame >= ticks {
-                let rec = self.current.take().expect("checked above");
-                match rec.writer {
-                    Some(writer) => {
-                        let path = writer.finish(success)?;
-                        println!("recorder: wrote {} ({} ticks, success: {success})", path.display(), rec.next_frame);
-                    }
-                    None => eprintln!("recorder: episode {} ended with no complete tick; nothing written", rec.episode),
-                }
+        let Some((success, ticks)) = rec.end else { return Ok(()) };
+        if rec.next_frame < ticks {
+            return Ok(());
+        }
+        let rec = self.active.remove(&episode).expect("checked above");
+        self.closed.insert(episode);
+        match rec.writer {
+            Some(writer) => {
+                let path = writer.finish(success)?;
+                println!("recorder: wrote {} ({} ticks, success: {success})", path.display(), rec.next_frame);
+                self.written += 1;
+                self.succeeded += success as u32;
             }
+            None => eprintln!("recorder: episode {episode} ended with no complete tick; nothing written"),
         }
         Ok(())
     }
@@ -116,12 +169,16 @@ fn main() -> eyre::Result<()> {
     let inputs = &node.node_config().inputs;
     let has = |name: &str| inputs.keys().any(|k| k.as_str() == name);
     let mut rec = Recorder {
-        out_dir: PathBuf::from(env_or("OUT_DIR", "out/recordings".to_string())?),
+        out_dir: PathBuf::from(env_or("OUT_DIR", "out/recordings".to_string())?).join(node.dataflow_id().to_string()),
         control_hz: env_or("CONTROL_HZ", 10.0)?,
         connected: Connected { segmentation: has("segmentation"), oracle_tracks: has("oracle_tracks"), keypoints: has("keypoints") },
-        current: None,
+        active: BTreeMap::new(),
+        closed: BTreeSet::new(),
+        written: 0,
+        succeeded: 0,
     };
     std::fs::create_dir_all(&rec.out_dir)?;
+    println!("recorder: writing episodes to {}", rec.out_dir.display());
     while let Some(event) = events.recv() {
         let Event::Input { id, metadata, data } = event else {
             if matches!(event, Event::Stop(_)) {
@@ -129,43 +186,36 @@ fn main() -> eyre::Result<()> {
             }
             continue;
         };
-        if id.as_str() == "episode" {
+        let (h, part) = if id.as_str() == "episode" {
             let (h, ev) = decode::<EpisodeEvent>(&metadata, &data)?;
-            match ev {
-                EpisodeEvent::Start { .. } => {
-                    if let Some(old) = rec.current.take() {
-                        eprintln!("recorder: episode {} restarted before it ended; its ticks stay in a .partial file", old.episode);
-                    }
-                    rec.current = Some(Recording { episode: h.episode, start: ev, writer: None, parts: BTreeMap::new(), next_frame: 0, end: None });
-                }
-                EpisodeEvent::End { success, ticks } => {
-                    if let Some(r) = rec.current.as_mut().filter(|r| r.episode == h.episode) {
-                        r.end = Some((success, ticks));
-                    }
-                }
-            }
+            (h, Err(ev))
         } else {
-            let Some(r) = rec.current.as_mut() else { continue };
-            let (h, store): (_, Box<dyn FnOnce(&mut Parts)>) = match id.as_str() {
-                "image" => { let (h, m) = decode::<Image>(&metadata, &data)?; (h, Box::new(move |p| p.image = Some(m))) }
-                "segmentation" => { let (h, m) = decode::<Segmentation>(&metadata, &data)?; (h, Box::new(move |p| p.segmentation = Some(m))) }
-                "robot_state" => { let (h, m) = decode::<RobotState>(&metadata, &data)?; (h, Box::new(move |p| p.robot_state = Some(m))) }
-                "action" => { let (h, m) = decode::<Action>(&metadata, &data)?; (h, Box::new(move |p| p.action = Some(m))) }
-                "oracle_tracks" => { let (h, m) = decode::<Keypoints>(&metadata, &data)?; (h, Box::new(move |p| p.oracle_tracks = Some(m))) }
-                "keypoints" => { let (h, m) = decode::<Keypoints>(&metadata, &data)?; (h, Box::new(move |p| p.keypoints = Some(m))) }
-                other => eyre::bail!("recorder: unexpected input `{other}`"),
-            };
-            if h.episode != r.episode || h.frame < r.next_frame {
-                continue;
-            }
-            let parts = r.parts.entry(h.frame).or_default();
-            parts.timestamp_ns = h.timestamp_ns;
-            store(parts);
+            let (h, part) = decode_part(id.as_str(), &metadata, &data)?;
+            (h, Ok(part))
+        };
+        if rec.closed.contains(&h.episode) {
+            continue;
         }
-        rec.flush()?;
+        let r = rec.active.entry(h.episode).or_insert_with(|| Recording::new(h.episode));
+        match part {
+            Err(start @ EpisodeEvent::Start { .. }) => r.start = Some(start),
+            Err(EpisodeEvent::End { success, ticks }) => r.end = Some((success, ticks)),
+            Ok(part) if h.frame >= r.next_frame => {
+                let parts = r.parts.entry(h.frame).or_default();
+                parts.timestamp_ns = h.timestamp_ns;
+                parts.set(part);
+            }
+            Ok(_) => {}
+        }
+        let episode = h.episode;
+        rec.flush(episode)?;
+        for (input, n) in events.drain_drop_counts() {
+            eprintln!("recorder: dora dropped {n} `{input}` messages; give the input a deeper queue_size or queue_policy: backpressure");
+        }
     }
-    if let Some(r) = rec.current {
+    for r in rec.active.values() {
         eprintln!("recorder: inputs closed during episode {}; its {} ticks stay in a .partial file", r.episode, r.next_frame);
     }
+    println!("recorder: {} episodes in {}, {} succeeded", rec.written, rec.out_dir.display(), rec.succeeded);
     Ok(())
 }
