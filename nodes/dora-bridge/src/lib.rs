@@ -70,3 +70,20 @@ where
         Err(_) => Ok(default),
     }
 }
+
+/// How long a source node stays alive after its last output (see [`linger`]); `LINGER_MS` overrides it.
+pub const DEFAULT_LINGER_MS: u64 = 2000;
+
+/// Keeps a source node alive for `LINGER_MS` (default [`DEFAULT_LINGER_MS`]) after its last output, or until the
+/// dataflow stops it. dora 1.1 tears down a node's zenoh publishers when the node exits, and samples still in
+/// flight to a slower receiver (the recorder writing an episode) are lost with them; lingering lets them land.
+pub fn linger(events: &mut dora_node_api::EventStream) -> eyre::Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(env_or("LINGER_MS", DEFAULT_LINGER_MS)?);
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match events.recv_timeout(left) {
+            Some(dora_node_api::Event::Stop(_)) | None => break,
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}

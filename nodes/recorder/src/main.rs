@@ -213,6 +213,9 @@ fn main() -> eyre::Result<()> {
             eprintln!("recorder: dora dropped {n} `{input}` messages; give the input a deeper queue_size or queue_policy: backpressure");
         }
     }
+    for (input, n) in events.drain_drop_counts() {
+        eprintln!("recorder: dora dropped {n} `{input}` messages");
+    }
     for r in rec.active.values() {
         eprintln!("recorder: inputs closed during episode {}; its {} ticks stay in a .partial file", r.episode, r.next_frame);
     }

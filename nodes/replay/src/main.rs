@@ -2,18 +2,20 @@
 //! `image`, `segmentation`, `robot_state`, `oracle_tracks`, `keypoints`) plus the recorded `action`, at the
 //! recorded timing divided by `SPEED`.
 //!
+//! Episodes are numbered in stream order (files recorded separately may all be episode 0).
 //! Settings: `RECORDINGS` (an episode file or a directory of `*.arrow`, default `recordings`), `SPEED` (default 1;
-//! 0 streams as fast as possible).
+//! 0 streams as fast as possible), `LINGER_MS` (see `dora_bridge::linger`).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use dora_bridge::{env_or, send};
+use dora_bridge::{env_or, linger, send};
 use dora_node_api::{DoraNode, Event};
 use glue::msg::{EpisodeEvent, Header, Image, Segmentation};
 use glue::recording::{list_episodes, read_episode, Episode};
 
-fn stream(node: &mut DoraNode, episode: &Episode, speed: f64) -> eyre::Result<()> {
+/// Streams `episode` as stream episode number `index`.
+fn stream(node: &mut DoraNode, index: u64, episode: &Episode, speed: f64) -> eyre::Result<()> {
     let info = &episode.info;
     let start = EpisodeEvent::Start {
         task: info.task.clone(),
@@ -23,14 +25,14 @@ fn stream(node: &mut DoraNode, episode: &Episode, speed: f64) -> eyre::Result<()
         strength: info.strength,
         objects: info.objects.clone(),
     };
-    send(node, "episode", &Header { episode: info.episode, frame: 0, timestamp_ns: 0 }, &start)?;
+    send(node, "episode", &Header { episode: index, frame: 0, timestamp_ns: 0 }, &start)?;
     let t0 = Instant::now();
     for tick in &episode.ticks {
         if speed > 0.0 {
             let due = t0 + Duration::from_secs_f64(tick.timestamp_ns as f64 * 1e-9 / speed);
             std::thread::sleep(due.saturating_duration_since(Instant::now()));
         }
-        let h = Header { episode: info.episode, frame: tick.frame as u64, timestamp_ns: tick.timestamp_ns };
+        let h = Header { episode: index, frame: tick.frame as u64, timestamp_ns: tick.timestamp_ns };
         send(node, "image", &h, &Image { width: info.width, height: info.height, data: tick.image.clone() })?;
         if let Some(seg) = &tick.segmentation {
             send(node, "segmentation", &h, &Segmentation { width: info.width, height: info.height, data: seg.clone() })?;
@@ -46,7 +48,7 @@ fn stream(node: &mut DoraNode, episode: &Episode, speed: f64) -> eyre::Result<()
     }
     let last = episode.ticks.last().map_or(0, |t| t.timestamp_ns);
     let end = EpisodeEvent::End { success: episode.success, ticks: episode.ticks.len() as u64 };
-    send(node, "episode", &Header { episode: info.episode, frame: episode.ticks.len() as u64, timestamp_ns: last }, &end)
+    send(node, "episode", &Header { episode: index, frame: episode.ticks.len() as u64, timestamp_ns: last }, &end)
 }
 
 fn main() -> eyre::Result<()> {
@@ -57,13 +59,13 @@ fn main() -> eyre::Result<()> {
     eyre::ensure!(!files.is_empty(), "RECORDINGS: no *.arrow episode in {}", source.display());
 
     let (mut node, mut events) = DoraNode::init_from_env()?;
-    for file in &files {
+    for (index, file) in files.iter().enumerate() {
         if let Some(Event::Stop(_)) = events.try_recv().ok() {
             break;
         }
         let episode = read_episode(file)?;
         println!("replay: {} ({} ticks, success: {})", file.display(), episode.ticks.len(), episode.success);
-        stream(&mut node, &episode, speed)?;
+        stream(&mut node, index as u64, &episode, speed)?;
     }
-    Ok(())
+    linger(&mut events)
 }

@@ -9,7 +9,7 @@
 //! simulator steps once per valid action, so the episode is the same whatever the graph's timing. An action
 //! that fails validation is logged and replaced by a hold-position command: invalid data never moves the arm.
 
-use dora_bridge::{decode, env_or, send};
+use dora_bridge::{decode, env_or, linger, send};
 use dora_node_api::{DoraNode, Event};
 use glue::msg::{Action, EpisodeEvent, Header, Image, ObjectInfo, Segmentation};
 use glue::sim::ood::{Condition, Variant};
@@ -79,5 +79,5 @@ fn main() -> eyre::Result<()> {
         send(&mut node, "episode", &Header { episode, frame: sim.frame() as u64, timestamp_ns: sim.timestamp_ns() }, &end)?;
         println!("sim: episode {episode} ({task}, seed {seed}, {variant}) success={} after {} ticks", sim.success(), sim.frame());
     }
-    Ok(())
+    linger(&mut events)
 }

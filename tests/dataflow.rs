@@ -1,0 +1,141 @@
+//! The dataflows under a real `dora run`: the simulator with the expert and the recorder, then replay of what it
+//! recorded. Needs the README set-up: the dora CLI in `.venv/` and the node binaries built with
+//! `cargo build --release --workspace`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use glue::collect::run_expert;
+use glue::recording::{list_episodes, read_episode, Episode};
+use glue::sim::ood::Condition;
+use glue::sim::task::TaskKind;
+use glue::sim::{EpisodeSpec, SimConfig};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn dora() -> PathBuf {
+    let venv = root().join(".venv/bin/dora");
+    assert!(venv.exists(), "{} is missing: run the README set-up (python3 -m venv .venv && .venv/bin/pip install dora-rs-cli==1.1.0 pyarrow)", venv.display());
+    venv
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("glue-dataflow-{}-{name}", std::process::id()));
+    std::fs::remove_dir_all(&d).ok();
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Copies a dataflow with absolute node paths and the given `KEY: value` settings replaced, into `dir`.
+fn dataflow(name: &str, dir: &Path, settings: &[(&str, &str)]) -> PathBuf {
+    let mut yaml = std::fs::read_to_string(root().join(name)).unwrap();
+    let bin = root().join("target/release");
+    for node in ["glue-sim", "glue-expert", "glue-recorder", "glue-replay"] {
+        if yaml.contains(node) {
+            assert!(bin.join(node).exists(), "{} is missing: build the nodes first (cargo build --release --workspace)", bin.join(node).display());
+        }
+    }
+    yaml = yaml.replace("path: target/release/", &format!("path: {}/", bin.display()));
+    for (key, value) in settings {
+        let line = yaml.lines().find(|l| l.trim_start().starts_with(&format!("{key}:"))).unwrap_or_else(|| panic!("{name} has no {key}")).to_string();
+        let indent = &line[..line.len() - line.trim_start().len()];
+        yaml = yaml.replace(&line, &format!("{indent}{key}: \"{value}\""));
+    }
+    let path = dir.join(name);
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+/// Runs `dora run FILE` to completion (2 minutes at most) and returns its combined output.
+fn dora_run(file: &Path) -> String {
+    let mut child = Command::new(dora())
+        .arg("run")
+        .arg(file)
+        .current_dir(file.parent().unwrap())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().ok();
+            panic!("dora run {} did not finish within 120 s", file.display());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "dora run failed:\n{text}");
+    text
+}
+
+/// The episodes of the single run folder the recorder created under `out`.
+fn recorded(out: &Path) -> Vec<Episode> {
+    let runs: Vec<_> = std::fs::read_dir(out).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(runs.len(), 1, "expected one run folder in {}, got {runs:?}", out.display());
+    list_episodes(&runs[0]).unwrap().iter().map(|p| read_episode(p).unwrap()).collect()
+}
+
+#[test]
+fn sim_dataflow_records_the_same_episodes_as_the_in_process_loop_and_replay_round_trips() {
+    let dir = temp_dir("sim");
+    let out = dir.join("recordings");
+    let file = dataflow("dataflow.sim.yml", &dir, &[("TASK", "push-button"), ("EPISODES", "2"), ("SEED_START", "40"), ("OUT_DIR", out.to_str().unwrap())]);
+    let log = dora_run(&file);
+    assert!(log.contains("2 episodes in"), "recorder summary missing:\n{log}");
+    let episodes = recorded(&out);
+    assert_eq!(episodes.len(), 2);
+
+    for (i, ep) in episodes.iter().enumerate() {
+        assert_eq!((ep.info.task.as_str(), ep.info.seed, ep.info.episode), ("push-button", 40 + i as u64, i as u64));
+        assert!(ep.success, "episode {i} did not succeed under dora");
+        assert!(ep.ticks.iter().enumerate().all(|(f, t)| t.frame as usize == f), "frames are not contiguous");
+        // The graph is lock-stepped, so it must reproduce the in-process expert episode exactly.
+        let spec = EpisodeSpec { task: TaskKind::PushButton, seed: 40 + i as u64, condition: Condition::IN_DOMAIN };
+        let mut reference = Vec::new();
+        run_expert(&SimConfig::default(), spec, |_, obs, action| {
+            reference.push((obs.image.rgb, *action));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(reference.len(), ep.ticks.len(), "episode {i}: tick count differs from the in-process run");
+        for (t, (image, action)) in ep.ticks.iter().zip(&reference) {
+            assert!(t.image == *image && t.action == *action, "episode {i} frame {}: differs from the in-process run", t.frame);
+        }
+    }
+
+    let replayed = dir.join("replayed");
+    let run_dir = std::fs::read_dir(&out).unwrap().next().unwrap().unwrap().path();
+    let file = dataflow("dataflow.replay.yml", &dir, &[("RECORDINGS", run_dir.to_str().unwrap()), ("SPEED", "0"), ("OUT_DIR", replayed.to_str().unwrap())]);
+    dora_run(&file);
+    let again = recorded(&replayed);
+    assert_eq!(again.len(), episodes.len());
+    for (a, b) in episodes.iter().zip(&again) {
+        assert_eq!(a.info, b.info);
+        assert_eq!(a.success, b.success);
+        assert!(a.ticks == b.ticks, "replayed episode {} differs from the recording", a.info.episode);
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn replay_streams_at_the_recorded_timing() {
+    let dir = temp_dir("timing");
+    let source = root().join("recordings");
+    let first = list_episodes(&source).unwrap().into_iter().next().expect("recordings/ holds the shipped episodes");
+    let ticks = read_episode(&first).unwrap().ticks;
+    let duration = ticks.last().unwrap().timestamp_ns as f64 * 1e-9;
+    let single = dir.join("one");
+    std::fs::create_dir_all(&single).unwrap();
+    std::fs::copy(&first, single.join(first.file_name().unwrap())).unwrap();
+    let file = dataflow("dataflow.replay.yml", &dir, &[("RECORDINGS", single.to_str().unwrap()), ("SPEED", "2"), ("OUT_DIR", dir.join("out").to_str().unwrap())]);
+    let start = Instant::now();
+    dora_run(&file);
+    let elapsed = start.elapsed().as_secs_f64();
+    assert!(elapsed >= duration / 2.0, "replay at speed 2 of a {duration:.1} s episode took only {elapsed:.2} s");
+    std::fs::remove_dir_all(&dir).ok();
+}
