@@ -5,8 +5,8 @@
 
 use std::time::Instant;
 
-use crate::collect::{episode_info, run_expert};
-use crate::recording::{EpisodeWriter, Tick};
+use crate::collect::{episode_info, run_expert, tick};
+use crate::recording::EpisodeWriter;
 use crate::sim::ood::Condition;
 use crate::sim::task::TaskKind;
 use crate::sim::{EpisodeSpec, SimConfig};
@@ -47,16 +47,7 @@ fn recorder_throughput(repeats: u32) -> eyre::Result<Vec<Row>> {
     let mut info = None;
     run_expert(&config, spec, |sim, obs, action| {
         info.get_or_insert_with(|| episode_info(sim, 0));
-        ticks.push(Tick {
-            frame: obs.frame,
-            timestamp_ns: obs.timestamp_ns,
-            image: obs.image.rgb,
-            segmentation: Some(obs.image.instance),
-            robot_state: obs.robot_state,
-            action: *action,
-            keypoints: None,
-            oracle_tracks: Some(obs.oracle_tracks),
-        });
+        ticks.push(tick(obs, action));
         Ok(())
     })?;
     let info = info.ok_or_else(|| eyre::eyre!("bench episode has no tick"))?;

@@ -49,6 +49,21 @@ pub fn episode_info(sim: &Sim, episode: u64) -> EpisodeInfo {
     }
 }
 
+/// The recorded row of one observation and the action taken after it (keypoints stay empty until a tracker
+/// fills them).
+pub fn tick(obs: Observation, action: &Action) -> Tick {
+    Tick {
+        frame: obs.frame,
+        timestamp_ns: obs.timestamp_ns,
+        image: obs.image.rgb,
+        segmentation: Some(obs.image.instance),
+        robot_state: obs.robot_state,
+        action: *action,
+        keypoints: None,
+        oracle_tracks: Some(obs.oracle_tracks),
+    }
+}
+
 /// Runs and records one expert episode into `out_dir`; returns the file written and the outcome.
 pub fn record_expert(config: &SimConfig, spec: EpisodeSpec, episode: u64, out_dir: &Path) -> eyre::Result<(PathBuf, Outcome)> {
     let mut writer: Option<EpisodeWriter> = None;
@@ -56,17 +71,7 @@ pub fn record_expert(config: &SimConfig, spec: EpisodeSpec, episode: u64, out_di
         if writer.is_none() {
             writer = Some(EpisodeWriter::create(out_dir, episode_info(sim, episode))?);
         }
-        let tick = Tick {
-            frame: obs.frame,
-            timestamp_ns: obs.timestamp_ns,
-            image: obs.image.rgb,
-            segmentation: Some(obs.image.instance),
-            robot_state: obs.robot_state,
-            action: *action,
-            keypoints: None,
-            oracle_tracks: Some(obs.oracle_tracks),
-        };
-        writer.as_mut().expect("created above").push(tick)?;
+        writer.as_mut().expect("created above").push(tick(obs, action))?;
         Ok(())
     })?;
     let writer = writer.ok_or_else(|| eyre::eyre!("episode {episode} ended before its first tick"))?;

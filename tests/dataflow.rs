@@ -122,20 +122,30 @@ fn sim_dataflow_records_the_same_episodes_as_the_in_process_loop_and_replay_roun
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// Replay paces ticks by their recorded timestamps: at speed 1 a run takes the episode's duration longer than the
+/// same run at full speed (0), whatever the fixed start-up and linger costs.
 #[test]
 fn replay_streams_at_the_recorded_timing() {
     let dir = temp_dir("timing");
-    let source = root().join("recordings");
-    let first = list_episodes(&source).unwrap().into_iter().next().expect("recordings/ holds the shipped episodes");
-    let ticks = read_episode(&first).unwrap().ticks;
-    let duration = ticks.last().unwrap().timestamp_ns as f64 * 1e-9;
+    let longest = list_episodes(&root().join("recordings"))
+        .unwrap()
+        .into_iter()
+        .max_by_key(|p| read_episode(p).unwrap().ticks.len())
+        .expect("recordings/ holds the shipped episodes");
+    let duration = read_episode(&longest).unwrap().ticks.last().unwrap().timestamp_ns as f64 * 1e-9;
     let single = dir.join("one");
     std::fs::create_dir_all(&single).unwrap();
-    std::fs::copy(&first, single.join(first.file_name().unwrap())).unwrap();
-    let file = dataflow("dataflow.replay.yml", &dir, &[("RECORDINGS", single.to_str().unwrap()), ("SPEED", "2"), ("OUT_DIR", dir.join("out").to_str().unwrap())]);
-    let start = Instant::now();
-    dora_run(&file);
-    let elapsed = start.elapsed().as_secs_f64();
-    assert!(elapsed >= duration / 2.0, "replay at speed 2 of a {duration:.1} s episode took only {elapsed:.2} s");
+    std::fs::copy(&longest, single.join(longest.file_name().unwrap())).unwrap();
+    let timed = |speed: &str| {
+        let out = dir.join(format!("out-{speed}"));
+        let file = dataflow("dataflow.replay.yml", &dir, &[("RECORDINGS", single.to_str().unwrap()), ("SPEED", speed), ("OUT_DIR", out.to_str().unwrap())]);
+        let start = Instant::now();
+        dora_run(&file);
+        assert_eq!(recorded(&out).len(), 1);
+        start.elapsed().as_secs_f64()
+    };
+    let (fast, paced) = (timed("0"), timed("1"));
+    let extra = paced - fast;
+    assert!(extra > 0.8 * duration && extra < duration + 2.0, "a {duration:.1} s episode added {extra:.2} s at speed 1 over speed 0");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -2,7 +2,7 @@
 //!
 //! `fold-towel` is not provided: rapier has no cloth model and a rigid stand-in would not be an honest towel.
 
-use std::f32::consts::{FRAC_PI_2, FRAC_PI_4, PI};
+use std::f32::consts::{FRAC_PI_4, PI};
 use std::fmt;
 use std::str::FromStr;
 
@@ -255,15 +255,4 @@ pub fn success(task: TaskKind, view: &SuccessView) -> bool {
             inside && resting && view.released_and_still(f)
         }
     }
-}
-
-/// The yaw (about world Z) that a top-down grasp of `spec` should take: fingers close across the object's
-/// short axis, reduced to the symmetric range nearest zero so the wrist stays far from its limits.
-pub fn grasp_yaw(spec: &ObjectSpec, pose: &Pose) -> f32 {
-    let (_, _, yaw_angle) = pose.rotation.to_euler(glam::EulerRot::XYZ);
-    let period = match spec.shape {
-        Shape::Box { .. } => FRAC_PI_2,
-        _ => PI,
-    };
-    (yaw_angle + period / 2.0).rem_euclid(period) - period / 2.0
 }
