@@ -6,7 +6,11 @@
 
 pub mod bench;
 pub mod collect;
+pub mod diffusion;
+pub mod fusion;
 pub mod msg;
 pub mod recording;
 pub mod sim;
+pub mod unet;
 pub mod viz;
+pub mod vit;

@@ -1,4 +1,4 @@
-//! `glue`: the command-line front end of the library (record, inspect, render, snapshot, bench).
+//! `glue`: the command-line front end of the library (record, inspect, render, snapshot, features, bench).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -92,6 +92,17 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Encode an image with a Hugging Face CLIP vision checkpoint folder and write `last_hidden_state`
+    /// [1, tokens, hidden] and `pooler_output` [1, hidden] to a safetensors file, as `CLIPVisionModel` returns them.
+    Features {
+        /// Folder with config.json, model.safetensors, preprocessor_config.json.
+        #[arg(long)]
+        weights: PathBuf,
+        #[arg(long)]
+        image: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Measure simulator and recorder throughput and print a table.
     Bench {
         /// Episodes per figure.
@@ -151,6 +162,10 @@ fn run(cli: Cli) -> eyre::Result<bool> {
             println!("wrote {} ({} frames)", out.display(), episode.ticks.len());
         }
         Command::Snapshot { scene, seed, out } => snapshot(&scene, seed, &out)?,
+        Command::Features { weights, image, out } => {
+            glue::vit::features(&weights, &image, &out)?;
+            println!("wrote {}", out.display());
+        }
         Command::Bench { repeats } => {
             eyre::ensure!(repeats >= 1, "--repeats: expected at least 1");
             print!("{}", glue::bench::table(&glue::bench::run(repeats)?));

@@ -1,0 +1,152 @@
+//! The U-Net's building blocks, each mirroring a class of LeRobot's
+//! `lerobot/policies/diffusion/modeling_diffusion.py` and loading from that class's `state_dict` names.
+
+use burn::module::Module;
+use burn::nn::conv::{Conv1d, Conv1dConfig};
+use burn::nn::{GroupNorm, GroupNormConfig, Linear, LinearConfig, PaddingConfig1d};
+use burn::tensor::activation::mish;
+use burn::tensor::{Device, Tensor, TensorData};
+use eyre::Result;
+
+use super::weights::StateDict;
+
+/// `DiffusionConv1dBlock`: Conv1d ("same" padding `k / 2`) -> GroupNorm -> Mish.
+/// PyTorch names: `{key}.block.0` (conv), `{key}.block.1` (norm).
+#[derive(Module, Debug)]
+pub struct Conv1dBlock {
+    conv: Conv1d,
+    norm: GroupNorm,
+}
+
+impl Conv1dBlock {
+    pub(crate) fn new(c_in: usize, c_out: usize, kernel_size: usize, n_groups: usize, device: &Device) -> Self {
+        let pad = kernel_size / 2;
+        Self {
+            conv: Conv1dConfig::new(c_in, c_out, kernel_size)
+                .with_padding(PaddingConfig1d::Explicit(pad, pad))
+                .init(device),
+            norm: GroupNormConfig::new(n_groups, c_out).init(device),
+        }
+    }
+
+    pub(crate) fn load(&mut self, sd: &mut StateDict, key: &str) -> Result<()> {
+        sd.conv1d(&format!("{key}.block.0"), &mut self.conv)?;
+        sd.group_norm(&format!("{key}.block.1"), &mut self.norm)
+    }
+
+    /// `[B, c_in, T] -> [B, c_out, T]`.
+    pub(crate) fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        mish(self.norm.forward(self.conv.forward(x)))
+    }
+}
+
+/// `DiffusionConditionalResidualBlock1d`: two [`Conv1dBlock`]s with FiLM conditioning in between and a residual
+/// connection (a 1x1 conv when the channel count changes). FiLM (`cond_encoder` = Mish -> Linear) yields a
+/// per-channel bias, or a scale and a bias when `use_film_scale_modulation` is set.
+///
+/// PyTorch names: `{key}.conv1`, `{key}.cond_encoder.1`, `{key}.conv2`, `{key}.residual_conv`.
+#[derive(Module, Debug)]
+pub struct ConditionalResidualBlock1d {
+    conv1: Conv1dBlock,
+    cond_encoder: Linear,
+    conv2: Conv1dBlock,
+    residual_conv: Option<Conv1d>,
+    out_channels: usize,
+    film_scale: bool,
+}
+
+/// The settings every residual block of one U-Net shares.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BlockSettings {
+    pub cond_dim: usize,
+    pub kernel_size: usize,
+    pub n_groups: usize,
+    pub film_scale: bool,
+}
+
+impl ConditionalResidualBlock1d {
+    pub(crate) fn new(c_in: usize, c_out: usize, s: BlockSettings, device: &Device) -> Self {
+        let cond_channels = if s.film_scale { 2 * c_out } else { c_out };
+        Self {
+            conv1: Conv1dBlock::new(c_in, c_out, s.kernel_size, s.n_groups, device),
+            cond_encoder: LinearConfig::new(s.cond_dim, cond_channels).init(device),
+            conv2: Conv1dBlock::new(c_out, c_out, s.kernel_size, s.n_groups, device),
+            residual_conv: (c_in != c_out).then(|| Conv1dConfig::new(c_in, c_out, 1).init(device)),
+            out_channels: c_out,
+            film_scale: s.film_scale,
+        }
+    }
+
+    pub(crate) fn load(&mut self, sd: &mut StateDict, key: &str) -> Result<()> {
+        self.conv1.load(sd, &format!("{key}.conv1"))?;
+        sd.linear(&format!("{key}.cond_encoder.1"), &mut self.cond_encoder)?;
+        self.conv2.load(sd, &format!("{key}.conv2"))?;
+        match &mut self.residual_conv {
+            Some(conv) => sd.conv1d(&format!("{key}.residual_conv"), conv),
+            None => Ok(()),
+        }
+    }
+
+    /// `x: [B, c_in, T]`, `cond_mish: [B, cond_dim]` = Mish(FiLM condition), already activated once for all
+    /// blocks (every `cond_encoder` starts with the same Mish). Returns `[B, c_out, T]`.
+    pub(crate) fn forward(&self, x: Tensor<3>, cond_mish: Tensor<2>) -> Tensor<3> {
+        let out = self.conv1.forward(x.clone());
+        let film: Tensor<3> = self.cond_encoder.forward(cond_mish).unsqueeze_dim(2);
+        let out = if self.film_scale {
+            let c = self.out_channels;
+            let scale = film.clone().narrow(1, 0, c);
+            let bias = film.narrow(1, c, c);
+            scale * out + bias
+        } else {
+            out + film
+        };
+        let out = self.conv2.forward(out);
+        let residual = match &self.residual_conv {
+            Some(conv) => conv.forward(x),
+            None => x,
+        };
+        out + residual
+    }
+}
+
+/// `diffusion_step_encoder`: `DiffusionSinusoidalPosEmb(dim)` -> Linear(dim, 4 dim) -> Mish -> Linear(4 dim, dim).
+/// PyTorch names: `{key}.1`, `{key}.3` (index 0 and 2 have no parameters).
+#[derive(Module, Debug)]
+pub struct StepEncoder {
+    linear1: Linear,
+    linear2: Linear,
+    dim: usize,
+}
+
+impl StepEncoder {
+    pub(crate) fn new(dim: usize, device: &Device) -> Self {
+        Self {
+            linear1: LinearConfig::new(dim, 4 * dim).init(device),
+            linear2: LinearConfig::new(4 * dim, dim).init(device),
+            dim,
+        }
+    }
+
+    pub(crate) fn load(&mut self, sd: &mut StateDict, key: &str) -> Result<()> {
+        sd.linear(&format!("{key}.1"), &mut self.linear1)?;
+        sd.linear(&format!("{key}.3"), &mut self.linear2)
+    }
+
+    /// `timestep: [B]` (the diffusion step `k`, as float) -> `[B, dim]`.
+    pub(crate) fn forward(&self, timestep: Tensor<1>) -> Tensor<2> {
+        let emb = sinusoidal_embedding(timestep, self.dim);
+        self.linear2.forward(mish(self.linear1.forward(emb)))
+    }
+}
+
+/// Transformer-style sinusoidal embedding `[sin(k f_i), cos(k f_i)]` with `f_i = 10000^(-i / (dim/2 - 1))`,
+/// `i < dim / 2`, as `DiffusionSinusoidalPosEmb`. The frequencies are computed in f64 and rounded once to f32
+/// (PyTorch computes them in f32, a difference of at most an ulp).
+fn sinusoidal_embedding(timestep: Tensor<1>, dim: usize) -> Tensor<2> {
+    let half = dim / 2;
+    let scale = 10000f64.ln() / (half as f64 - 1.0);
+    let freqs: Vec<f32> = (0..half).map(|i| (-scale * i as f64).exp() as f32).collect();
+    let freqs = Tensor::<1>::from_data(TensorData::new(freqs, [half]), &timestep.device());
+    let args = timestep.unsqueeze_dim::<2>(1) * freqs.unsqueeze_dim::<2>(0);
+    Tensor::cat(vec![args.clone().sin(), args.cos()], 1)
+}
