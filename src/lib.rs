@@ -9,6 +9,7 @@ pub mod collect;
 pub mod diffusion;
 pub mod fusion;
 pub mod msg;
+pub mod plot;
 pub mod recording;
 pub mod sim;
 pub mod unet;
