@@ -11,6 +11,7 @@ pub mod fusion;
 pub mod msg;
 pub mod plot;
 pub mod recording;
+pub mod resnet;
 pub mod sim;
 pub mod unet;
 pub mod viz;
