@@ -6,13 +6,17 @@
 
 pub mod bench;
 pub mod collect;
+pub mod device;
 pub mod diffusion;
 pub mod fusion;
+pub mod model_bench;
 pub mod msg;
 pub mod plot;
+pub mod policy;
 pub mod recording;
 pub mod resnet;
 pub mod sim;
+pub mod train;
 pub mod unet;
 pub mod viz;
 pub mod vit;

@@ -1,4 +1,4 @@
-//! `glue`: the command-line front end of the library (record, inspect, render, snapshot, features, bench).
+//! `glue`: the command-line front end of the library (record, inspect, render, snapshot, features, train, bench).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,6 +7,9 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use glue::collect::record_expert;
+use glue::device::DeviceKind;
+use glue::policy::{ModelSize, PolicyConfig, PolicyKind};
+use glue::train::{ResumeOverrides, TrainConfig};
 use glue::recording::{inspect, read_episode};
 use glue::sim::ood::{Condition, Variant};
 use glue::sim::task::TaskKind;
@@ -103,12 +106,118 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Measure simulator and recorder throughput and print a table.
+    /// Train a diffusion policy (GLUE, GLUE-S or Diffusion Policy) on recorded demonstrations.
+    Train(TrainArgs),
+    /// Measure throughput and print a table: the simulator and recorder (`--suite sim`) or the models
+    /// (`--suite models`, same shapes as benches/torch_reference.py).
     Bench {
-        /// Episodes per figure.
+        #[arg(long, value_enum, default_value = "sim")]
+        suite: Suite,
+        /// Episodes per simulator figure; timed runs per model case (after 2 warm-up runs).
         #[arg(long, default_value_t = 3)]
         repeats: u32,
+        /// Model cases to run (default: all).
+        #[arg(long, value_delimiter = ',')]
+        cases: Vec<String>,
+        /// The JSON printed by benches/torch_reference.py, for a PyTorch column and ratios.
+        #[arg(long)]
+        torch: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "cpu")]
+        device: DeviceKind,
     },
+}
+
+/// What `glue bench` measures.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Suite {
+    /// Simulator steps and recorder throughput.
+    Sim,
+    /// Model forward passes, training steps and GLUE inference.
+    Models,
+}
+
+/// `glue train` flags; unset ones take the defaults of `TrainConfig::new` (Diffusion Policy's).
+#[derive(clap::Args)]
+struct TrainArgs {
+    /// glue | glue-s | dp
+    #[arg(long, value_enum)]
+    policy: PolicyKind,
+    /// small (2-core CPU) | full (the paper's sizes)
+    #[arg(long, value_enum, default_value = "small")]
+    config: ModelSize,
+    /// Recordings: .arrow files or folders of them (successful episodes are used).
+    #[arg(long, num_args = 1.., required = true)]
+    data: Vec<PathBuf>,
+    /// The run folder (checkpoints, metrics, loss.png).
+    #[arg(long)]
+    out: PathBuf,
+    /// Continue the run saved in --out from its last checkpoint (its train.json wins; --epochs and --lr may change).
+    #[arg(long)]
+    resume: bool,
+    /// GLUE: the frozen local encoder, a HF CLIP folder (default checkpoints/local-vit-small at --config small).
+    #[arg(long)]
+    local_encoder: Option<PathBuf>,
+    /// Initialise the global ViT from a HF CLIP folder (glue, glue-s).
+    #[arg(long)]
+    global_init: Option<PathBuf>,
+    #[arg(long)]
+    epochs: Option<usize>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    #[arg(long)]
+    lr: Option<f64>,
+    #[arg(long)]
+    warmup_steps: Option<usize>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Observation steps T_o.
+    #[arg(long)]
+    n_obs_steps: Option<usize>,
+    #[arg(long)]
+    checkpoint_every: Option<usize>,
+    #[arg(long)]
+    val_fraction: Option<f32>,
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: DeviceKind,
+}
+
+/// Where `glue pretrain` writes the small local encoder by default (shipped in the repository).
+const DEFAULT_SMALL_LOCAL_ENCODER: &str = "checkpoints/local-vit-small";
+
+fn train(args: TrainArgs) -> eyre::Result<()> {
+    let device = args.device.device();
+    let report = if args.resume {
+        glue::train::resume(&args.out, ResumeOverrides { epochs: args.epochs, lr: args.lr }, &device)?
+    } else {
+        glue::train::train(train_config(&args), &args.out, &device)?
+    };
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    println!("checkpoints: {0}/best (lowest validation loss), {0}/last; loss curve: {0}/loss.png", args.out.display());
+    Ok(())
+}
+
+/// The run's configuration from the flags.
+fn train_config(args: &TrainArgs) -> TrainConfig {
+    let mut policy = PolicyConfig::new(args.policy, args.config);
+    if let Some(n) = args.n_obs_steps {
+        policy.n_obs_steps = n;
+        policy.unet.global_cond_dim = n * policy.step_dim();
+    }
+    let mut config = TrainConfig::new(policy, args.data.clone());
+    if args.policy.uses_key_patches() {
+        config.local_encoder = args.local_encoder.clone().or_else(|| {
+            (args.config == ModelSize::Small).then(|| PathBuf::from(DEFAULT_SMALL_LOCAL_ENCODER))
+        });
+    }
+    config.global_init = args.global_init.clone();
+    config.epochs = args.epochs.unwrap_or(config.epochs);
+    config.batch_size = args.batch_size.unwrap_or(config.batch_size);
+    config.lr = args.lr.unwrap_or(config.lr);
+    config.warmup_steps = args.warmup_steps.unwrap_or(config.warmup_steps);
+    config.seed = args.seed.unwrap_or(config.seed);
+    config.checkpoint_every = args.checkpoint_every.unwrap_or(config.checkpoint_every);
+    config.val_fraction = args.val_fraction.unwrap_or(config.val_fraction);
+    config
 }
 
 fn record(scene: &Scene, episodes: u64, seed_start: u64, out: &PathBuf) -> eyre::Result<()> {
@@ -166,9 +275,24 @@ fn run(cli: Cli) -> eyre::Result<bool> {
             glue::vit::features(&weights, &image, &out)?;
             println!("wrote {}", out.display());
         }
-        Command::Bench { repeats } => {
+        Command::Train(args) => train(args)?,
+        Command::Bench { suite, repeats, cases, torch, device } => {
             eyre::ensure!(repeats >= 1, "--repeats: expected at least 1");
-            print!("{}", glue::bench::table(&glue::bench::run(repeats)?));
+            match suite {
+                Suite::Sim => print!("{}", glue::bench::table(&glue::bench::run(repeats)?)),
+                Suite::Models => {
+                    let torch = match torch {
+                        Some(path) => {
+                            let text = std::fs::read_to_string(&path)
+                                .map_err(|e| eyre::eyre!("--torch {}: {e}", path.display()))?;
+                            Some(serde_json::from_str::<serde_json::Value>(&text)?)
+                        }
+                        None => None,
+                    };
+                    let rows = glue::model_bench::run(&cases, repeats as usize, &device.device())?;
+                    print!("{}", glue::model_bench::table(&rows, torch.as_ref()));
+                }
+            }
         }
     }
     Ok(true)

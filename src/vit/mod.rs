@@ -10,9 +10,11 @@
 //! - [`config`]: [`ClipVisionConfig`] from a `config.json`;
 //! - [`model`]: [`ClipVisionModel`] and its forward pass;
 //! - [`load`]: checkpoint folders by HF tensor names;
+//! - [`grid`]: [`GridEncoder`], the frozen local feature grid of 2x2 sub-images;
 //! - [`preprocess`] and `resample`: [`ImageProcessor`] with Pillow's bicubic resize.
 
 pub mod config;
+pub mod grid;
 pub mod load;
 pub mod model;
 pub mod preprocess;
@@ -26,6 +28,7 @@ use burn::tensor::{Device, Tensor};
 use eyre::{WrapErr, eyre};
 
 pub use config::{ClipVisionConfig, HiddenAct};
+pub use grid::GridEncoder;
 pub use model::{ClipVisionModel, ClipVisionOutput};
 pub use preprocess::{ImageProcessor, Resize};
 

@@ -15,10 +15,10 @@ use super::resample::resize_bicubic;
 const PIL_BICUBIC: u32 = 3;
 
 /// `OPENAI_CLIP_MEAN` (`transformers/image_utils.py`), the default `image_mean`.
-const OPENAI_CLIP_MEAN: [f64; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
+pub const OPENAI_CLIP_MEAN: [f64; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
 
 /// `OPENAI_CLIP_STD`, the default `image_std`.
-const OPENAI_CLIP_STD: [f64; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
+pub const OPENAI_CLIP_STD: [f64; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
 
 /// A `size` / `crop_size` entry. A bare integer means a shortest edge for `size` and a square for `crop_size`,
 /// as HF's `get_size_dict` reads it.

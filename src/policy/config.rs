@@ -1,0 +1,230 @@
+//! Policy configurations: which observation encoder, the horizons, and every sub-model's configuration, in one
+//! serialisable struct stored as the checkpoint's `config.json`.
+//!
+//! Two sizes share all code: `full` is the paper's (sec. III-C, IV): ViT-B/16 global and local encoders at 224,
+//! a 28x28 key-patch grid, a 1031-wide condition per observation step, Diffusion Policy's U-Net
+//! `down_dims` [256, 512, 1024]. `small` is sized for a 2-core CPU: 112-pixel input to a 4-layer, 128-wide global
+//! ViT (8x8 patches of 14 px), the self-supervised 96-wide local ViT of `glue pretrain` (still a 28x28 grid),
+//! a 64-wide distilled feature, and a U-Net with `down_dims` [64, 128, 256].
+
+use serde::{Deserialize, Serialize};
+
+use crate::diffusion::DdpmSchedulerConfig;
+use crate::fusion::FusionConfig;
+use crate::resnet::ResNetEncoderConfig;
+use crate::unet::ConditionalUnet1dConfig;
+use crate::vit::{ClipVisionConfig, HiddenAct};
+
+/// Which observation encoder conditions the U-Net.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum PolicyKind {
+    /// GLUE: global CLS + key-patch cross-attention + state (eq. 3).
+    Glue,
+    /// The paper's ablation: global CLS + state only.
+    GlueS,
+    /// Diffusion Policy: ResNet-18 (GroupNorm) + spatial softmax + state.
+    Dp,
+}
+
+impl PolicyKind {
+    /// The CLI / file name of the policy.
+    pub fn name(self) -> &'static str {
+        match self {
+            PolicyKind::Glue => "glue",
+            PolicyKind::GlueS => "glue-s",
+            PolicyKind::Dp => "dp",
+        }
+    }
+
+    /// Whether the policy needs keypoint tracks and a local encoder.
+    pub fn uses_key_patches(self) -> bool {
+        self == PolicyKind::Glue
+    }
+}
+
+/// The two model sizes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelSize {
+    /// The paper's sizes (GPU).
+    Full,
+    /// A 2-core CPU configuration with the same structure.
+    Small,
+}
+
+/// Everything that shapes a policy network and its inputs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PolicyConfig {
+    pub policy: PolicyKind,
+    pub size: ModelSize,
+    /// Observation steps `T_o` feeding one prediction (Diffusion Policy: 2).
+    pub n_obs_steps: usize,
+    /// Prediction horizon `T_p`: actions per chunk.
+    pub horizon: usize,
+    /// Action horizon `T_a`: actions executed per chunk, starting at the last observation step.
+    pub n_action_steps: usize,
+    /// Robot state entries fed to the policy: the first `state_dim` of [`crate::msg::RobotState::NAMES`] (7 joints).
+    pub state_dim: usize,
+    /// Action width ([`crate::msg::Action::to_array`]: position, quaternion, gripper).
+    pub action_dim: usize,
+    /// Side of the square image the global encoder sees (the crop is resized to it).
+    pub image_size: usize,
+    /// Side of the random training crop as a fraction of the frame; inference takes the centred crop.
+    pub crop_ratio: f32,
+    /// The learnable global ViT (GLUE, GLUE-S).
+    pub global_vit: ClipVisionConfig,
+    /// The fusion head (GLUE); `local_dim` and `grid` must match the local encoder.
+    pub fusion: FusionConfig,
+    /// Sub-images per side fed to the frozen local encoder (the paper's 2x2).
+    pub local_split: usize,
+    /// The Diffusion Policy image encoder (DP).
+    pub resnet: ResNetEncoderConfig,
+    /// The noise-prediction U-Net; `global_cond_dim` is `n_obs_steps` x the per-step condition width.
+    pub unet: ConditionalUnet1dConfig,
+    /// DDPM training schedule (squaredcos_cap_v2, 100 steps, epsilon); DDIM sampling uses the same betas.
+    pub noise_scheduler: DdpmSchedulerConfig,
+    /// DDIM steps at inference.
+    pub num_inference_steps: usize,
+}
+
+impl PolicyConfig {
+    /// The configuration of `policy` at `size`.
+    pub fn new(policy: PolicyKind, size: ModelSize) -> Self {
+        let (global_vit, fusion, resnet_width, down_dims, step_embed, image_size) = match size {
+            ModelSize::Full => {
+                (ClipVisionConfig::vit_b16(), FusionConfig::full(), 64, vec![256, 512, 1024], 128, 224)
+            }
+            ModelSize::Small => {
+                let vit = ClipVisionConfig {
+                    hidden_size: 128,
+                    intermediate_size: 512,
+                    num_hidden_layers: 4,
+                    num_attention_heads: 4,
+                    image_size: 112,
+                    patch_size: 14,
+                    hidden_act: HiddenAct::Gelu,
+                    ..ClipVisionConfig::default()
+                };
+                let fusion = FusionConfig {
+                    global_dim: 128,
+                    global_patches: 64,
+                    local_dim: 96,
+                    grid: 28,
+                    heads: 4,
+                    out_dim: 64,
+                    state_dim: 7,
+                };
+                (vit, fusion, 16, vec![64, 128, 256], 64, 112)
+            }
+        };
+        let resnet = ResNetEncoderConfig { base_width: resnet_width, ..ResNetEncoderConfig::default() };
+        let mut config = Self {
+            policy,
+            size,
+            n_obs_steps: 2,
+            horizon: 16,
+            n_action_steps: 8,
+            state_dim: 7,
+            action_dim: 8,
+            image_size,
+            crop_ratio: 0.9,
+            global_vit,
+            fusion,
+            local_split: 2,
+            resnet,
+            unet: ConditionalUnet1dConfig { diffusion_step_embed_dim: step_embed, down_dims, ..ConditionalUnet1dConfig::new(8, 0) },
+            noise_scheduler: DdpmSchedulerConfig::default(),
+            num_inference_steps: 10,
+        };
+        config.unet.global_cond_dim = config.n_obs_steps * config.step_dim();
+        config
+    }
+
+    /// Width of one observation step's condition.
+    pub fn step_dim(&self) -> usize {
+        match self.policy {
+            PolicyKind::Glue => self.fusion.condition_dim(),
+            PolicyKind::GlueS => self.global_vit.hidden_size + self.state_dim,
+            PolicyKind::Dp => self.resnet.feature_dim() + self.state_dim,
+        }
+    }
+
+    /// Checks the sizes against each other; errors name the fields.
+    pub fn validate(&self) -> eyre::Result<()> {
+        use eyre::ensure;
+        ensure!(self.n_obs_steps >= 1, "n_obs_steps must be at least 1");
+        ensure!(
+            self.n_obs_steps - 1 + self.n_action_steps <= self.horizon,
+            "n_obs_steps - 1 + n_action_steps ({}) must not exceed horizon ({})",
+            self.n_obs_steps - 1 + self.n_action_steps,
+            self.horizon
+        );
+        ensure!(
+            self.horizon.is_multiple_of(self.unet.horizon_multiple()),
+            "horizon {} must be a multiple of {} for unet.down_dims {:?}",
+            self.horizon,
+            self.unet.horizon_multiple(),
+            self.unet.down_dims
+        );
+        ensure!(self.unet.action_dim == self.action_dim, "unet.action_dim {} != action_dim {}", self.unet.action_dim, self.action_dim);
+        ensure!(
+            self.unet.global_cond_dim == self.n_obs_steps * self.step_dim(),
+            "unet.global_cond_dim {} != n_obs_steps x step width = {}",
+            self.unet.global_cond_dim,
+            self.n_obs_steps * self.step_dim()
+        );
+        ensure!(self.fusion.state_dim == self.state_dim, "fusion.state_dim {} != state_dim {}", self.fusion.state_dim, self.state_dim);
+        ensure!(
+            self.fusion.global_dim == self.global_vit.hidden_size,
+            "fusion.global_dim {} != global_vit.hidden_size {}",
+            self.fusion.global_dim,
+            self.global_vit.hidden_size
+        );
+        let patches = (self.image_size / self.global_vit.patch_size).pow(2);
+        ensure!(
+            self.fusion.global_patches == patches,
+            "fusion.global_patches {} != (image_size / patch_size)^2 = {patches}",
+            self.fusion.global_patches
+        );
+        ensure!(self.crop_ratio > 0.0 && self.crop_ratio <= 1.0, "crop_ratio must be in (0, 1], got {}", self.crop_ratio);
+        ensure!(self.state_dim <= crate::msg::RobotState::NAMES.len(), "state_dim {} exceeds the robot state", self.state_dim);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_glue_matches_the_paper() {
+        let c = PolicyConfig::new(PolicyKind::Glue, ModelSize::Full);
+        assert_eq!(c.step_dim(), 768 + 256 + 7);
+        assert_eq!(c.fusion.grid, 28);
+        assert_eq!(c.unet.down_dims, vec![256, 512, 1024]);
+        assert_eq!((c.horizon, c.n_action_steps), (16, 8));
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn every_policy_and_size_is_consistent() {
+        for policy in [PolicyKind::Glue, PolicyKind::GlueS, PolicyKind::Dp] {
+            for size in [ModelSize::Full, ModelSize::Small] {
+                let c = PolicyConfig::new(policy, size);
+                c.validate().unwrap_or_else(|e| panic!("{policy:?} {size:?}: {e}"));
+                assert_eq!(c.unet.global_cond_dim, 2 * c.step_dim());
+            }
+        }
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let mut c = PolicyConfig::new(PolicyKind::Glue, ModelSize::Small);
+        c.horizon = 10;
+        assert!(c.validate().unwrap_err().to_string().contains("horizon"));
+        let mut c = PolicyConfig::new(PolicyKind::Glue, ModelSize::Small);
+        c.unet.global_cond_dim += 1;
+        assert!(c.validate().unwrap_err().to_string().contains("global_cond_dim"));
+    }
+}

@@ -1,0 +1,138 @@
+//! Min-max normalisation of robot state and actions to `[-1, 1]`, as Diffusion Policy and LeRobot's
+//! `Normalize(mode=MIN_MAX)` do it (`lerobot/policies/normalize.py`): `x' = 2 (x - min) / (max - min + ε) - 1`
+//! with `ε = 1e-8`. The statistics come from the training data and are stored with the checkpoint
+//! (`normalizer.json`), so inference maps exactly as training did.
+
+use std::path::Path;
+
+use eyre::{WrapErr, ensure};
+use serde::{Deserialize, Serialize};
+
+/// LeRobot's epsilon against zero ranges.
+const EPS: f32 = 1e-8;
+
+/// Per-dimension range of one quantity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Range {
+    pub min: Vec<f32>,
+    pub max: Vec<f32>,
+}
+
+impl Range {
+    /// The per-dimension range of `rows` (each of length `dim`). Errors on no rows, a wrong length or a
+    /// non-finite value, naming `what` and the row.
+    pub fn fit<'a>(what: &str, dim: usize, rows: impl IntoIterator<Item = &'a [f32]>) -> eyre::Result<Self> {
+        let mut min = vec![f32::INFINITY; dim];
+        let mut max = vec![f32::NEG_INFINITY; dim];
+        let mut count = 0usize;
+        for (i, row) in rows.into_iter().enumerate() {
+            ensure!(row.len() == dim, "{what}: row {i} has {} values, expected [{dim}]", row.len());
+            ensure!(row.iter().all(|v| v.is_finite()), "{what}: row {i} holds a non-finite value: {row:?}");
+            for (d, &v) in row.iter().enumerate() {
+                min[d] = min[d].min(v);
+                max[d] = max[d].max(v);
+            }
+            count += 1;
+        }
+        ensure!(count > 0, "{what}: no data to fit the normaliser on");
+        Ok(Self { min, max })
+    }
+
+    /// Number of dimensions.
+    pub fn dim(&self) -> usize {
+        self.min.len()
+    }
+
+    /// Maps `x` into `[-1, 1]` in place (values outside the fitted range map outside it).
+    pub fn normalize(&self, x: &mut [f32]) {
+        for (d, v) in x.iter_mut().enumerate() {
+            *v = 2.0 * (*v - self.min[d]) / (self.max[d] - self.min[d] + EPS) - 1.0;
+        }
+    }
+
+    /// The inverse of [`Range::normalize`], in place.
+    pub fn denormalize(&self, x: &mut [f32]) {
+        for (d, v) in x.iter_mut().enumerate() {
+            *v = (*v + 1.0) / 2.0 * (self.max[d] - self.min[d] + EPS) + self.min[d];
+        }
+    }
+}
+
+/// The statistics of a training set: robot state (the policy's state input) and action.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Normalizer {
+    pub state: Range,
+    pub action: Range,
+}
+
+impl Normalizer {
+    /// Writes `normalizer.json`.
+    pub fn save(&self, path: &Path) -> eyre::Result<()> {
+        std::fs::write(path, serde_json::to_string_pretty(self)?).wrap_err_with(|| format!("cannot write {}", path.display()))
+    }
+
+    /// Reads `normalizer.json`, checking the dimensions.
+    pub fn load(path: &Path, state_dim: usize, action_dim: usize) -> eyre::Result<Self> {
+        let text = std::fs::read_to_string(path).wrap_err_with(|| format!("cannot read normaliser {}", path.display()))?;
+        let n: Self = serde_json::from_str(&text).wrap_err_with(|| format!("bad normaliser {}", path.display()))?;
+        for (what, range, dim) in [("state", &n.state, state_dim), ("action", &n.action, action_dim)] {
+            ensure!(
+                range.min.len() == dim && range.max.len() == dim,
+                "{}: {what} range has {} / {} values, expected [{dim}]",
+                path.display(),
+                range.min.len(),
+                range.max.len()
+            );
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_the_range_to_minus_one_one_and_back() {
+        let rows = [vec![0.0f32, -2.0, 5.0], vec![1.0, 2.0, 5.0], vec![0.5, 0.0, 5.0]];
+        let range = Range::fit("state", 3, rows.iter().map(Vec::as_slice)).unwrap();
+        let mut lo = rows[0].clone();
+        range.normalize(&mut lo);
+        assert!((lo[0] + 1.0).abs() < 1e-6 && (lo[1] + 1.0).abs() < 1e-6, "{lo:?}");
+        let mut hi = rows[1].clone();
+        range.normalize(&mut hi);
+        assert!((hi[0] - 1.0).abs() < 1e-6 && (hi[1] - 1.0).abs() < 1e-6, "{hi:?}");
+        // A constant dimension maps to -1 without dividing by zero.
+        assert!((hi[2] + 1.0).abs() < 1e-6 && hi[2].is_finite());
+        let mut mid = rows[2].clone();
+        range.normalize(&mut mid);
+        range.denormalize(&mut mid);
+        for (a, b) in mid.iter().zip(&rows[2]) {
+            assert!((a - b).abs() < 1e-5, "{mid:?}");
+        }
+    }
+
+    #[test]
+    fn rejects_bad_rows_by_name() {
+        let nan = [vec![0.0f32, f32::NAN]];
+        let err = Range::fit("action", 2, nan.iter().map(Vec::as_slice)).unwrap_err().to_string();
+        assert!(err.contains("action") && err.contains("non-finite"), "{err}");
+        let short = [vec![0.0f32]];
+        let err = Range::fit("state", 2, short.iter().map(Vec::as_slice)).unwrap_err().to_string();
+        assert!(err.contains("state") && err.contains("[2]"), "{err}");
+        assert!(Range::fit("state", 2, std::iter::empty()).is_err());
+    }
+
+    #[test]
+    fn load_checks_dimensions() {
+        let dir = std::env::temp_dir().join(format!("glue-normalizer-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("normalizer.json");
+        let r = |n| Range { min: vec![0.0; n], max: vec![1.0; n] };
+        Normalizer { state: r(7), action: r(8) }.save(&path).unwrap();
+        assert!(Normalizer::load(&path, 7, 8).is_ok());
+        let err = Normalizer::load(&path, 7, 9).unwrap_err().to_string();
+        assert!(err.contains("action") && err.contains("[9]"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

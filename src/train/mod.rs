@@ -1,0 +1,588 @@
+//! `glue train`: imitation learning of a [`PolicyNet`] on recorded demonstrations (paper sec. III-C, IV-A).
+//!
+//! The loop is Diffusion Policy's: AdamW, a cosine learning-rate schedule with warmup, an EMA of the weights
+//! (which the checkpoints hold and inference uses), random-crop augmentation (keypoints shift with the crop, see
+//! [`crate::policy::observation`]), DDPM noise-prediction loss. Added here: clipping by the global gradient
+//! norm, a validation split by episode, seeded and resumable runs, a NaN guard.
+//!
+//! The frozen local encoder never changes, so GLUE's key-patch features (`F_patch2` before positional encoding)
+//! are computed once per frame at start-up and reused every epoch.
+//!
+//! Run folder:
+//! - `train.json` (the [`TrainConfig`]), `metrics.csv` (one row per epoch), `loss.png`, `metrics.json` (final);
+//! - `last/`, `best/`: checkpoint folders ([`crate::policy::checkpoint`]) with the EMA weights, after every
+//!   `checkpoint_every` epochs and at the lowest validation loss;
+//! - `state/`: what `--resume` needs (raw and EMA weights, AdamW moments, progress), replaced atomically.
+
+pub mod data;
+pub mod optim;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::optim::{AdamWConfig, GradientsParams};
+use burn::tensor::{Device, Tensor, TensorData};
+use eyre::{Result, WrapErr, bail, ensure, eyre};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::policy::checkpoint::{LOCAL_ENCODER_DIR, MODEL_SAFETENSORS, NORMALIZER_JSON, POLICY_JSON, load_net, save_net};
+use crate::policy::normalizer::{Normalizer, Range};
+use crate::policy::observation::{Crop, Frame, key_features, observations};
+use crate::policy::{Encoder, PolicyConfig, PolicyNet, ddim_for, gaussian};
+use crate::vit::{ClipVisionModel, GridEncoder};
+use data::{Demo, KeypointSource, Sample, action_ticks, load_demos, obs_ticks, samples, split};
+use optim::{Ema, clip_global_norm, cosine_with_warmup};
+
+/// Everything that defines a training run (saved as `train.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub policy: PolicyConfig,
+    /// Recordings: `.arrow` files or folders of them.
+    pub data: Vec<PathBuf>,
+    /// GLUE: the frozen local encoder, a HF CLIP folder (`glue pretrain` output or OpenAI's ViT-B/16).
+    pub local_encoder: Option<PathBuf>,
+    /// Optional HF CLIP folder initialising the global ViT (the paper fine-tunes CLIP ViT-B/16).
+    pub global_init: Option<PathBuf>,
+    pub epochs: usize,
+    pub batch_size: usize,
+    /// Peak learning rate (Diffusion Policy: 1e-4).
+    pub lr: f64,
+    /// AdamW weight decay (Diffusion Policy: 1e-6).
+    pub weight_decay: f64,
+    pub warmup_steps: usize,
+    /// Maximum global gradient norm.
+    pub grad_clip_norm: f64,
+    /// EMA warmup power and cap (Diffusion Policy: 0.75, 0.9999).
+    pub ema_power: f64,
+    pub ema_max_decay: f64,
+    /// Fraction of episodes held out for validation.
+    pub val_fraction: f32,
+    /// Validation samples per epoch at most (evenly spaced over the validation set).
+    pub val_samples: usize,
+    pub seed: u64,
+    /// Write `last/` every this many epochs (and after the final one).
+    pub checkpoint_every: usize,
+}
+
+impl TrainConfig {
+    /// Diffusion Policy's optimiser settings for `policy`, over `data` (warmup 500 steps at `full`, 100 at
+    /// `small`, whose runs are a few thousand steps).
+    pub fn new(policy: PolicyConfig, data: Vec<PathBuf>) -> Self {
+        let warmup_steps = match policy.size {
+            crate::policy::ModelSize::Full => 500,
+            crate::policy::ModelSize::Small => 100,
+        };
+        Self {
+            policy,
+            data,
+            local_encoder: None,
+            global_init: None,
+            epochs: 100,
+            batch_size: 32,
+            lr: 1e-4,
+            weight_decay: 1e-6,
+            warmup_steps,
+            grad_clip_norm: 1.0,
+            ema_power: 0.75,
+            ema_max_decay: 0.9999,
+            val_fraction: 0.1,
+            val_samples: 256,
+            seed: 0,
+            checkpoint_every: 5,
+        }
+    }
+}
+
+/// Progress saved in `state/progress.json`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Progress {
+    /// Epochs completed.
+    epochs_done: usize,
+    /// Optimiser steps taken.
+    step: usize,
+    best_val: Option<f64>,
+    best_epoch: Option<usize>,
+    /// `(epoch, step, train_loss, val_loss, lr, seconds)` per epoch.
+    history: Vec<EpochRow>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct EpochRow {
+    epoch: usize,
+    step: usize,
+    train_loss: f64,
+    val_loss: Option<f64>,
+    lr: f64,
+    seconds: f64,
+}
+
+/// What a finished run reports (`metrics.json`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainReport {
+    pub epochs: usize,
+    pub steps: usize,
+    pub train_episodes: usize,
+    pub val_episodes: usize,
+    pub final_train_loss: f64,
+    pub best_val_loss: Option<f64>,
+    pub best_epoch: Option<usize>,
+    /// Open-loop check on validation samples with the best EMA weights and DDIM: mean end-effector position
+    /// error (m) and gripper error (m) over the executed action steps.
+    pub val_position_error_m: Option<f64>,
+    pub val_gripper_error_m: Option<f64>,
+    pub seconds: f64,
+    pub keypoints: Option<KeypointSource>,
+}
+
+/// The demonstrations with everything a step needs.
+struct Dataset {
+    demos: Vec<Demo>,
+    /// `[demo][tick]` key features `N x C` (GLUE).
+    key_features: Option<Vec<Vec<Vec<f32>>>>,
+    normalizer: Normalizer,
+}
+
+impl Dataset {
+    /// Observation frames and normalised actions for `batch`, with one crop per sample (`None`: centred).
+    fn batch(
+        &self,
+        config: &PolicyConfig,
+        batch: &[Sample],
+        rng: Option<&mut ChaCha8Rng>,
+        device: &Device,
+    ) -> (crate::policy::Observations, Tensor<3>) {
+        let to = config.n_obs_steps;
+        let mut frames = Vec::with_capacity(batch.len() * to);
+        let mut crops = Vec::with_capacity(batch.len() * to);
+        let mut actions = Vec::with_capacity(batch.len() * config.horizon * config.action_dim);
+        let mut rng = rng;
+        for s in batch {
+            let demo = &self.demos[s.demo];
+            let crop = match rng.as_deref_mut() {
+                Some(r) => Crop::random(demo.width, demo.height, config.crop_ratio, r.random(), r.random()),
+                None => Crop::centered(demo.width, demo.height, config.crop_ratio),
+            };
+            for t in obs_ticks(s.t, to) {
+                frames.push(Frame {
+                    image: &demo.images[t],
+                    width: demo.width,
+                    height: demo.height,
+                    state: &demo.states[t][..config.state_dim],
+                    keypoints: demo.keypoints.get(t).map_or(&[], Vec::as_slice),
+                    key_features: self.key_features.as_ref().map(|k| k[s.demo][t].as_slice()),
+                });
+                crops.push(crop);
+            }
+            for t in action_ticks(s.t, to, config.horizon, demo.len()) {
+                let mut a = demo.actions[t].to_vec();
+                self.normalizer.action.normalize(&mut a);
+                actions.extend(a);
+            }
+        }
+        let obs = observations(&frames, &crops, config.image_size, config.fusion.grid, &self.normalizer, device);
+        let actions = Tensor::from_data(TensorData::new(actions, [batch.len(), config.horizon, config.action_dim]), device);
+        (obs, actions)
+    }
+}
+
+/// Fits the normaliser on the training demos.
+fn fit_normalizer(demos: &[Demo], which: &[usize], state_dim: usize) -> Result<Normalizer> {
+    let states = which.iter().flat_map(|&d| demos[d].states.iter().map(move |s| &s[..state_dim]));
+    let actions = which.iter().flat_map(|&d| demos[d].actions.iter().map(|a| a.as_slice()));
+    Ok(Normalizer { state: Range::fit("state", state_dim, states)?, action: Range::fit("action", 8, actions)? })
+}
+
+/// Computes every frame's key-patch features with the frozen local encoder.
+fn cache_key_features(encoder: &GridEncoder, demos: &[Demo], device: &Device) -> Result<Vec<Vec<Vec<f32>>>> {
+    let total: usize = demos.iter().map(Demo::len).sum();
+    let bar = progress(total as u64, "caching key patches");
+    let mut out = Vec::with_capacity(demos.len());
+    for demo in demos {
+        let mut features = Vec::with_capacity(demo.len());
+        for start in (0..demo.len()).step_by(16) {
+            let end = (start + 16).min(demo.len());
+            let images: Vec<image::RgbImage> = (start..end)
+                .map(|t| {
+                    image::RgbImage::from_raw(demo.width, demo.height, demo.images[t].clone())
+                        .ok_or_else(|| eyre!("{}: frame {t} has the wrong size", demo.path.display()))
+                })
+                .collect::<Result<_>>()?;
+            let refs: Vec<&image::RgbImage> = images.iter().collect();
+            features.extend(key_features(encoder, &refs, &demo.keypoints[start..end], device)?);
+            bar.inc((end - start) as u64);
+        }
+        out.push(features);
+    }
+    bar.finish();
+    Ok(out)
+}
+
+fn progress(total: u64, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {per_sec} ETA {eta} {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(what.to_string());
+    bar
+}
+
+/// Copies a folder's files (one level) into `to`.
+fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from).wrap_err_with(|| format!("cannot read {}", from.display()))? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes a checkpoint folder `dir` (replacing it) with `net`'s weights.
+fn write_checkpoint(dir: &Path, config: &TrainConfig, normalizer: &Normalizer, net: &PolicyNet) -> Result<()> {
+    let tmp = dir.with_extension("tmp");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp)?;
+    std::fs::write(tmp.join(POLICY_JSON), serde_json::to_string_pretty(&config.policy)?)?;
+    normalizer.save(&tmp.join(NORMALIZER_JSON))?;
+    save_net(net, &tmp.join(MODEL_SAFETENSORS))?;
+    if let Some(local) = &config.local_encoder {
+        copy_dir(local, &tmp.join(LOCAL_ENCODER_DIR))?;
+    }
+    replace_dir(&tmp, dir)
+}
+
+/// Moves `tmp` to `dir`, removing an old `dir` first.
+fn replace_dir(tmp: &Path, dir: &Path) -> Result<()> {
+    let old = dir.with_extension("old");
+    let _ = std::fs::remove_dir_all(&old);
+    if dir.exists() {
+        std::fs::rename(dir, &old)?;
+    }
+    std::fs::rename(tmp, dir).wrap_err_with(|| format!("cannot move {} to {}", tmp.display(), dir.display()))?;
+    let _ = std::fs::remove_dir_all(&old);
+    Ok(())
+}
+
+/// What `--resume` may change in a saved run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ResumeOverrides {
+    /// Train until this many epochs (more than saved extends the cosine schedule).
+    pub epochs: Option<usize>,
+    /// A new peak learning rate.
+    pub lr: Option<f64>,
+}
+
+/// Trains `config` into the new run folder `out`.
+pub fn train(config: TrainConfig, out: &Path, device: &Device) -> Result<TrainReport> {
+    ensure!(
+        !out.join("state").exists(),
+        "{} already holds a run; pass --resume to continue it or choose another --out",
+        out.display()
+    );
+    run(config, out, false, device)
+}
+
+/// Continues the run saved in `out` (its `train.json`, weights, optimiser state and progress) from its last
+/// checkpointed epoch.
+pub fn resume(out: &Path, overrides: ResumeOverrides, device: &Device) -> Result<TrainReport> {
+    let path = out.join("train.json");
+    let text = std::fs::read_to_string(&path).wrap_err_with(|| format!("--resume: cannot read {}", path.display()))?;
+    let mut config: TrainConfig = serde_json::from_str(&text).wrap_err_with(|| format!("bad {}", path.display()))?;
+    ensure!(out.join("state").is_dir(), "--resume: {} has no checkpointed state yet", out.display());
+    config.epochs = overrides.epochs.unwrap_or(config.epochs);
+    config.lr = overrides.lr.unwrap_or(config.lr);
+    run(config, out, true, device)
+}
+
+fn run(config: TrainConfig, out: &Path, resume: bool, device: &Device) -> Result<TrainReport> {
+    let started = Instant::now();
+    config.policy.validate()?;
+    ensure!(config.batch_size > 0 && config.epochs > 0, "batch_size and epochs must be positive");
+    std::fs::create_dir_all(out).wrap_err_with(|| format!("cannot create {}", out.display()))?;
+    std::fs::write(out.join("train.json"), serde_json::to_string_pretty(&config)?)?;
+
+    let glue = config.policy.policy.uses_key_patches();
+    let (demos, failed, source) = load_demos(&config.data, glue)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+    let (train_ids, val_ids) = split(demos.len(), config.val_fraction, &mut rng);
+    eprintln!(
+        "{} successful episodes ({} train, {} validation; {failed} failed skipped), {} frames{}",
+        demos.len(),
+        train_ids.len(),
+        val_ids.len(),
+        demos.iter().map(Demo::len).sum::<usize>(),
+        source.map_or(String::new(), |s| format!(", keypoints from {s:?}"))
+    );
+    let normalizer = fit_normalizer(&demos, &train_ids, config.policy.state_dim)?;
+    normalizer.save(&out.join(NORMALIZER_JSON))?;
+
+    let key_features = if glue {
+        let Some(dir) = &config.local_encoder else {
+            bail!("--policy glue needs --local-encoder DIR (a HF CLIP folder, e.g. the output of `glue pretrain`)")
+        };
+        let encoder = GridEncoder::load(dir, config.policy.local_split, &Device::flex())?;
+        ensure!(
+            encoder.grid() == config.policy.fusion.grid && encoder.channels() == config.policy.fusion.local_dim,
+            "local encoder {} gives a {}x{} grid of width {}, the policy expects {}x{} of width {}",
+            dir.display(),
+            encoder.grid(),
+            encoder.grid(),
+            encoder.channels(),
+            config.policy.fusion.grid,
+            config.policy.fusion.grid,
+            config.policy.fusion.local_dim
+        );
+        Some(cache_key_features(&encoder, &demos, &Device::flex())?)
+    } else {
+        None
+    };
+    let data = Dataset { demos, key_features, normalizer };
+    let train_samples = samples(&data.demos, &train_ids);
+    let val_all = samples(&data.demos, &val_ids);
+    let stride = (val_all.len() / config.val_samples.max(1)).max(1);
+    let val_samples: Vec<Sample> = val_all.iter().step_by(stride).take(config.val_samples).copied().collect();
+
+    let train_device = device.clone().autodiff();
+    let state_dir = out.join("state");
+    let (mut net, mut ema, mut optimizer, mut progress_state) = if resume {
+        let net = load_net(&config.policy, &state_dir.join("net.safetensors"), &train_device)?;
+        let mut ema = Ema::new(&net, config.ema_power, config.ema_max_decay);
+        ema.model = load_net(&config.policy, &state_dir.join("ema.safetensors"), device)?;
+        let optimizer = adamw(&config)
+            .load(state_dir.join("optimizer.bpk"))
+            .map_err(|e| eyre!("--resume: cannot load {}: {e:?}", state_dir.join("optimizer.bpk").display()))?;
+        let text = std::fs::read_to_string(state_dir.join("progress.json"))?;
+        let progress: Progress = serde_json::from_str(&text)?;
+        eprintln!("resuming after epoch {} (step {})", progress.epochs_done, progress.step);
+        (net, ema, optimizer, progress)
+    } else {
+        // Seeded initialisation (burn's initialisers draw from the backend's RNG; the values differ across backends).
+        train_device.seed(config.seed);
+        let mut net = PolicyNet::init(&config.policy, &train_device)?;
+        if let Some(dir) = &config.global_init {
+            let (global, _, _) = ClipVisionModel::load(dir, &train_device)?;
+            net.encoder = match net.encoder {
+                Encoder::Glue(mut e) => {
+                    e.global = global;
+                    Encoder::Glue(e)
+                }
+                Encoder::GlueS(mut e) => {
+                    e.global = global;
+                    Encoder::GlueS(e)
+                }
+                Encoder::Dp(_) => bail!("--global-init applies to glue and glue-s, not dp"),
+            };
+        }
+        let ema = Ema::new(&net, config.ema_power, config.ema_max_decay);
+        (net, ema, adamw(&config), Progress::default())
+    };
+    eprintln!("{} policy: {} parameters", config.policy.policy.name(), net.num_params());
+
+    let schedule = ddim_for(&config.policy)?.schedule().clone();
+    let steps_per_epoch = train_samples.len().div_ceil(config.batch_size);
+    let total_steps = steps_per_epoch * config.epochs;
+    let bar = progress(total_steps as u64, "train");
+    bar.set_position(progress_state.step as u64);
+    bar.reset_eta();
+    let mut last_loss = f64::NAN;
+    for epoch in progress_state.epochs_done..config.epochs {
+        let epoch_start = Instant::now();
+        let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ ((epoch as u64 + 1) << 32));
+        let mut order = train_samples.clone();
+        rand::seq::SliceRandom::shuffle(order.as_mut_slice(), &mut rng);
+        let (mut sum, mut count) = (0.0, 0usize);
+        let mut lr = 0.0;
+        for batch in order.chunks(config.batch_size) {
+            let (obs, actions) = data.batch(&config.policy, batch, Some(&mut rng), &train_device);
+            let noise = gaussian(&mut rng, actions.dims(), &train_device);
+            let steps: Vec<usize> = (0..batch.len()).map(|_| rng.random_range(0..schedule.alphas_cumprod().len())).collect();
+            let loss = net.loss(&obs, config.policy.n_obs_steps, actions, noise, &steps, &schedule);
+            let value = f64::from(loss.clone().into_scalar::<f32>());
+            if !value.is_finite() {
+                bar.abandon();
+                bail!(
+                    "loss became {value} at epoch {epoch}, step {}: stopping; the last good checkpoint is {} (epoch {})",
+                    progress_state.step,
+                    out.join("last").display(),
+                    progress_state.epochs_done
+                );
+            }
+            let mut grads = GradientsParams::from_grads(loss.backward(), &net);
+            clip_global_norm(&net, &mut grads, config.grad_clip_norm);
+            lr = cosine_with_warmup(config.lr, progress_state.step, config.warmup_steps, total_steps);
+            net = optimizer.step(lr, net, grads);
+            progress_state.step += 1;
+            ema.update(&net, progress_state.step);
+            sum += value;
+            count += 1;
+            last_loss = value;
+            bar.set_message(format!("epoch {}/{} loss {value:.4} lr {lr:.1e}", epoch + 1, config.epochs));
+            bar.inc(1);
+        }
+        let train_loss = sum / count.max(1) as f64;
+        let val_loss = if val_samples.is_empty() {
+            None
+        } else {
+            Some(validation_loss(&ema.model, &data, &config, &val_samples, &schedule, device)?)
+        };
+        progress_state.epochs_done = epoch + 1;
+        progress_state.history.push(EpochRow {
+            epoch: epoch + 1,
+            step: progress_state.step,
+            train_loss,
+            val_loss,
+            lr,
+            seconds: epoch_start.elapsed().as_secs_f64(),
+        });
+        let score = val_loss.unwrap_or(train_loss);
+        if progress_state.best_val.is_none_or(|b| score < b) {
+            progress_state.best_val = Some(score);
+            progress_state.best_epoch = Some(epoch + 1);
+            write_checkpoint(&out.join("best"), &config, &data.normalizer, &ema.model)?;
+        }
+        bar.println(format!(
+            "epoch {:>3}: train loss {train_loss:.4}{} ({:.0} s)",
+            epoch + 1,
+            val_loss.map_or(String::new(), |v| format!(", validation loss {v:.4}")),
+            epoch_start.elapsed().as_secs_f64()
+        ));
+        if (epoch + 1) % config.checkpoint_every.max(1) == 0 || epoch + 1 == config.epochs {
+            write_checkpoint(&out.join("last"), &config, &data.normalizer, &ema.model)?;
+            save_state(&state_dir, &net, &ema, &optimizer, &progress_state)?;
+        }
+        write_metrics(out, &progress_state.history)?;
+    }
+    bar.finish();
+
+    let best = load_net(&config.policy, &out.join("best").join(MODEL_SAFETENSORS), device)?;
+    let (position, gripper) = if val_samples.is_empty() {
+        (None, None)
+    } else {
+        let (p, g) = open_loop_error(&best, &data, &config, &val_samples, device)?;
+        (Some(p), Some(g))
+    };
+    let report = TrainReport {
+        epochs: progress_state.epochs_done,
+        steps: progress_state.step,
+        train_episodes: train_ids.len(),
+        val_episodes: val_ids.len(),
+        final_train_loss: progress_state.history.last().map_or(last_loss, |r| r.train_loss),
+        best_val_loss: if val_samples.is_empty() { None } else { progress_state.best_val },
+        best_epoch: progress_state.best_epoch,
+        val_position_error_m: position,
+        val_gripper_error_m: gripper,
+        seconds: started.elapsed().as_secs_f64(),
+        keypoints: source,
+    };
+    std::fs::write(out.join("metrics.json"), serde_json::to_string_pretty(&report)?)?;
+    Ok(report)
+}
+
+/// AdamW with the run's settings (Diffusion Policy's betas 0.95 / 0.999, eps 1e-8).
+fn adamw(config: &TrainConfig) -> burn::optim::ModuleOptimizer {
+    AdamWConfig::new().with_beta_1(0.95).with_beta_2(0.999).with_epsilon(1e-8).with_weight_decay(config.weight_decay as f32).init()
+}
+
+/// Saves what `--resume` needs into `dir`, atomically.
+fn save_state(dir: &Path, net: &PolicyNet, ema: &Ema<PolicyNet>, optimizer: &burn::optim::ModuleOptimizer, progress: &Progress) -> Result<()> {
+    let tmp = dir.with_extension("tmp");
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp)?;
+    save_net(&net.valid(), &tmp.join("net.safetensors"))?;
+    save_net(&ema.model, &tmp.join("ema.safetensors"))?;
+    optimizer.save(tmp.join("optimizer.bpk")).map_err(|e| eyre!("cannot save the optimiser state: {e:?}"))?;
+    std::fs::write(tmp.join("progress.json"), serde_json::to_string_pretty(progress)?)?;
+    replace_dir(&tmp, dir)
+}
+
+/// Mean noise-prediction loss of `net` on the validation samples, centred crops, with noise and diffusion steps
+/// from a fixed seed (so epochs compare).
+fn validation_loss(
+    net: &PolicyNet,
+    data: &Dataset,
+    config: &TrainConfig,
+    val: &[Sample],
+    schedule: &crate::diffusion::NoiseSchedule,
+    device: &Device,
+) -> Result<f64> {
+    let mut rng = ChaCha8Rng::seed_from_u64(config.seed.wrapping_add(0x5eed));
+    let (mut sum, mut n) = (0.0, 0usize);
+    for batch in val.chunks(config.batch_size) {
+        let (obs, actions) = data.batch(&config.policy, batch, None, device);
+        let noise = gaussian(&mut rng, actions.dims(), device);
+        let steps: Vec<usize> = (0..batch.len()).map(|_| rng.random_range(0..schedule.alphas_cumprod().len())).collect();
+        let loss = net.loss(&obs, config.policy.n_obs_steps, actions, noise, &steps, schedule);
+        sum += f64::from(loss.into_scalar::<f32>()) * batch.len() as f64;
+        n += batch.len();
+    }
+    Ok(sum / n.max(1) as f64)
+}
+
+/// Open-loop action error of DDIM samples on validation samples: mean Euclidean end-effector position error and
+/// mean absolute gripper error (both m) over the `n_action_steps` executed actions.
+fn open_loop_error(net: &PolicyNet, data: &Dataset, config: &TrainConfig, val: &[Sample], device: &Device) -> Result<(f64, f64)> {
+    let policy = &config.policy;
+    let ddim = ddim_for(policy)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(config.seed.wrapping_add(0xe7a1));
+    let (mut position, mut gripper, mut n) = (0.0, 0.0, 0usize);
+    let subset: Vec<Sample> = val.iter().step_by((val.len() / 64).max(1)).take(64).copied().collect();
+    for batch in subset.chunks(config.batch_size) {
+        let (obs, truth) = data.batch(policy, batch, None, device);
+        let noise = gaussian(&mut rng, truth.dims(), device);
+        let sampled = net.sample(&obs, policy.n_obs_steps, &ddim, noise);
+        let sampled: Vec<f32> = sampled.into_data().try_to_vec().map_err(|e| eyre!("{e:?}"))?;
+        let truth: Vec<f32> = truth.into_data().try_to_vec().map_err(|e| eyre!("{e:?}"))?;
+        let a = policy.action_dim;
+        for b in 0..batch.len() {
+            for k in policy.n_obs_steps - 1..policy.n_obs_steps - 1 + policy.n_action_steps {
+                let at = (b * policy.horizon + k) * a;
+                let mut p = sampled[at..at + a].to_vec();
+                let mut q = truth[at..at + a].to_vec();
+                data.normalizer.action.denormalize(&mut p);
+                data.normalizer.action.denormalize(&mut q);
+                position += ((p[0] - q[0]).powi(2) + (p[1] - q[1]).powi(2) + (p[2] - q[2]).powi(2)).sqrt() as f64;
+                gripper += (p[7] - q[7]).abs() as f64;
+                n += 1;
+            }
+        }
+    }
+    Ok((position / n.max(1) as f64, gripper / n.max(1) as f64))
+}
+
+/// `metrics.csv` and `loss.png` from the epoch history.
+fn write_metrics(out: &Path, history: &[EpochRow]) -> Result<()> {
+    let mut csv = String::from("epoch,step,train_loss,val_loss,lr,seconds\n");
+    for r in history {
+        csv += &format!(
+            "{},{},{},{},{},{:.1}\n",
+            r.epoch,
+            r.step,
+            r.train_loss,
+            r.val_loss.map_or(String::new(), |v| v.to_string()),
+            r.lr,
+            r.seconds
+        );
+    }
+    std::fs::write(out.join("metrics.csv"), csv)?;
+    let chart = crate::plot::LineChart {
+        title: "Training loss (noise-prediction MSE)".into(),
+        x_label: "optimiser step".into(),
+        y_label: "loss".into(),
+        series: vec![
+            crate::plot::Series { label: "train".into(), points: history.iter().map(|r| (r.step as f64, r.train_loss)).collect() },
+            crate::plot::Series {
+                label: "validation (EMA)".into(),
+                points: history.iter().filter_map(|r| r.val_loss.map(|v| (r.step as f64, v))).collect(),
+            },
+        ],
+        log_y: true,
+    };
+    chart.save_png(&out.join("loss.png"))
+}
