@@ -2,13 +2,15 @@
 //! and the dora nodes. The library never imports dora; `nodes/*` adapt it to the dataflow.
 //!
 //! Dependency direction: `msg` imports nothing of ours; `recording` and `viz` build on `msg`; `sim` on `msg`;
-//! `collect` and `bench` tie the simulator to recordings.
+//! `collect` and `bench` tie the simulator to recordings; `pretrain` trains the frozen local
+//! encoder (`vit`) on simulator frames.
 
 pub mod bench;
 pub mod collect;
 pub mod diffusion;
 pub mod fusion;
 pub mod msg;
+pub mod pretrain;
 pub mod recording;
 pub mod sim;
 pub mod unet;
