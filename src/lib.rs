@@ -2,7 +2,8 @@
 //! and the dora nodes. The library never imports dora; `nodes/*` adapt it to the dataflow.
 //!
 //! Dependency direction: `msg` imports nothing of ours; `recording` and `viz` build on `msg`; `sim` on `msg`;
-//! `collect` and `bench` tie the simulator to recordings.
+//! `collect` and `bench` tie the simulator to recordings; `pretrain` trains the frozen local
+//! encoder (`vit`) on simulator frames.
 
 pub mod bench;
 pub mod collect;
@@ -13,6 +14,7 @@ pub mod model_bench;
 pub mod msg;
 pub mod plot;
 pub mod policy;
+pub mod pretrain;
 pub mod recording;
 pub mod resnet;
 pub mod sim;

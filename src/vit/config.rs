@@ -74,6 +74,23 @@ impl ClipVisionConfig {
         Self { patch_size: 16, ..Self::default() }
     }
 
+    /// The frozen local encoder of the `small` CPU configuration (see [`crate::pretrain`]): a 4-layer,
+    /// width-96 ViT with 4 px patches on 56 px inputs, so one 112 px quadrant of a 224 px frame gives 14x14
+    /// patches and the 2x2 quadrants the paper's 28x28 local grid (one cell per 8x8 frame pixels). Exact GELU,
+    /// as newly trained HF models use.
+    pub fn small_local() -> Self {
+        Self {
+            hidden_size: 96,
+            intermediate_size: 384,
+            num_hidden_layers: 4,
+            num_attention_heads: 4,
+            image_size: 56,
+            patch_size: 4,
+            hidden_act: HiddenAct::Gelu,
+            ..Self::default()
+        }
+    }
+
     /// Reads the vision tower's configuration from a `config.json`, whole `CLIPModel` or vision-only.
     pub fn from_config_json(text: &str) -> eyre::Result<Self> {
         let file: ConfigFile = serde_json::from_str(text)?;
