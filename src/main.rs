@@ -170,13 +170,13 @@ enum Suite {
 #[derive(clap::Args)]
 struct TrainArgs {
     /// glue | glue-s | dp
-    #[arg(long, value_enum)]
-    policy: PolicyKind,
+    #[arg(long, value_enum, required_unless_present = "resume")]
+    policy: Option<PolicyKind>,
     /// small (2-core CPU) | full (the paper's sizes)
     #[arg(long, value_enum, default_value = "small")]
     config: ModelSize,
     /// Recordings: .arrow files or folders of them (successful episodes are used).
-    #[arg(long, num_args = 1.., required = true)]
+    #[arg(long, num_args = 1.., required_unless_present = "resume")]
     data: Vec<PathBuf>,
     /// The run folder (checkpoints, metrics, loss.png).
     #[arg(long)]
@@ -228,13 +228,14 @@ fn train(args: TrainArgs) -> eyre::Result<()> {
 
 /// The run's configuration from the flags.
 fn train_config(args: &TrainArgs) -> TrainConfig {
-    let mut policy = PolicyConfig::new(args.policy, args.config);
+    let kind = args.policy.expect("clap requires --policy without --resume");
+    let mut policy = PolicyConfig::new(kind, args.config);
     if let Some(n) = args.n_obs_steps {
         policy.n_obs_steps = n;
         policy.unet.global_cond_dim = n * policy.step_dim();
     }
     let mut config = TrainConfig::new(policy, args.data.clone());
-    if args.policy.uses_key_patches() {
+    if kind.uses_key_patches() {
         config.local_encoder = args.local_encoder.clone().or_else(|| {
             (args.config == ModelSize::Small).then(|| PathBuf::from(DEFAULT_SMALL_LOCAL_ENCODER))
         });

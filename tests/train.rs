@@ -64,22 +64,50 @@ fn train_losses(run: &Path) -> Vec<f64> {
     csv.lines().skip(1).map(|l| l.split(',').nth(2).unwrap().parse().unwrap()).collect()
 }
 
+/// `glue train` flags of [`config`] for the CLI.
+fn cli_args(policy: PolicyKind, epochs: usize, out: &Path) -> Vec<String> {
+    let mut args: Vec<String> = ["train", "--policy", policy.name(), "--data"].map(String::from).to_vec();
+    args.push(root().join(EPISODE).display().to_string());
+    args.extend(["--out".to_string(), out.display().to_string()]);
+    for (flag, value) in [("--epochs", epochs.to_string()), ("--batch-size", "16".into()), ("--lr", "1e-3".into()),
+        ("--warmup-steps", "0".into()), ("--val-fraction", "0".into()), ("--checkpoint-every", "1".into())]
+    {
+        args.extend([flag.to_string(), value]);
+    }
+    args
+}
+
 #[test]
-fn a_resumed_run_continues_exactly() {
+fn a_killed_run_resumes_where_it_stopped() {
     let _serial = serial();
-    let device = Device::flex();
-    let (straight, split) = (Scratch::new("straight"), Scratch::new("split"));
-    train(config(PolicyKind::GlueS, 2), &straight.0, &device).unwrap();
-    train(config(PolicyKind::GlueS, 1), &split.0, &device).unwrap();
-    let err = train(config(PolicyKind::GlueS, 2), &split.0, &device).unwrap_err().to_string();
-    assert!(err.contains("--resume"), "training into an existing run must ask for --resume: {err}");
-    resume(&split.0, ResumeOverrides { epochs: Some(2), lr: None }, &device).unwrap();
-    let (a, b) = (train_losses(&straight.0), train_losses(&split.0));
-    assert_eq!(a.len(), 2);
-    assert_eq!(b.len(), 2);
+    let (straight, killed) = (Scratch::new("straight"), Scratch::new("killed"));
+    let glue = env!("CARGO_BIN_EXE_glue");
+    let status = std::process::Command::new(glue).args(cli_args(PolicyKind::GlueS, 3, &straight.0)).output().unwrap();
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    // Kill -9 as soon as the first epoch's state is on disk.
+    let mut child = std::process::Command::new(glue)
+        .args(cli_args(PolicyKind::GlueS, 3, &killed.0))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let progress = killed.0.join("state/progress.json");
+    let t = std::time::Instant::now();
+    while !progress.exists() {
+        assert!(t.elapsed().as_secs() < 120, "no checkpoint within 120 s");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let out = std::process::Command::new(glue).args(["train", "--resume", "--out"]).arg(&killed.0).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("resuming after epoch"), "{stderr}");
+    let (a, b) = (train_losses(&straight.0), train_losses(&killed.0));
+    assert_eq!((a.len(), b.len()), (3, 3));
     // The same seeded data order, crops, noise and schedule: equal up to float reassociation (the first run in a
-    // process differs from later ones at ~1e-3 relative on the flex backend; a lost optimiser state or a restarted
-    // schedule would not stay this close).
+    // process differs from later ones at ~1e-3 relative on the flex backend; a lost optimiser state or a
+    // restarted schedule would not stay this close).
     for (x, y) in a.iter().zip(&b) {
         assert!((x - y).abs() <= 1e-2 * x.abs(), "straight {a:?} vs resumed {b:?}");
     }
@@ -88,7 +116,10 @@ fn a_resumed_run_continues_exactly() {
         let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
         csv.lines().skip(1).map(|l| { let f: Vec<&str> = l.split(',').collect(); (f[1].to_string(), f[4].to_string()) }).collect()
     };
-    assert_eq!(columns(&straight.0), columns(&split.0));
+    assert_eq!(columns(&straight.0), columns(&killed.0));
+    // Training into an existing run without --resume is refused.
+    let again = std::process::Command::new(glue).args(cli_args(PolicyKind::GlueS, 3, &killed.0)).output().unwrap();
+    assert!(!again.status.success() && String::from_utf8_lossy(&again.stderr).contains("--resume"));
 }
 
 #[test]
