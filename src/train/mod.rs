@@ -447,12 +447,15 @@ fn run(config: TrainConfig, out: &Path, resume: bool, device: &Device) -> Result
             progress_state.best_epoch = Some(epoch + 1);
             write_checkpoint(&out.join("best"), &config, &data.normalizer, &ema.model)?;
         }
-        bar.println(format!(
-            "epoch {:>3}: train loss {train_loss:.4}{} ({:.0} s)",
-            epoch + 1,
-            val_loss.map_or(String::new(), |v| format!(", validation loss {v:.4}")),
-            epoch_start.elapsed().as_secs_f64()
-        ));
+        // Through `suspend`, not `println`: the line must reach logs too, where the bar is hidden.
+        bar.suspend(|| {
+            eprintln!(
+                "epoch {:>3}: train loss {train_loss:.4}{} ({:.0} s)",
+                epoch + 1,
+                val_loss.map_or(String::new(), |v| format!(", validation loss {v:.4}")),
+                epoch_start.elapsed().as_secs_f64()
+            )
+        });
         if (epoch + 1) % config.checkpoint_every.max(1) == 0 || epoch + 1 == config.epochs {
             write_checkpoint(&out.join("last"), &config, &data.normalizer, &ema.model)?;
             save_state(&state_dir, &net, &ema, &optimizer, &progress_state)?;
