@@ -92,7 +92,7 @@ use crate::collect::run_expert;
 use crate::sim::ood::{Condition, Variant};
 use crate::sim::task::TaskKind;
 use crate::sim::{EpisodeSpec, SimConfig};
-use crate::vit::{ClipVisionConfig, ClipVisionModel, ImageProcessor, Resize};
+use crate::vit::{ClipVisionConfig, ClipVisionModel, GridEncoder, ImageProcessor, Resize};
 use crate::viz::{PointStyle, draw_points};
 
 /// First seed of the held-out evaluation episodes (training episodes use seeds `0..episodes`).
@@ -569,37 +569,15 @@ impl LocalGrid {
     }
 }
 
-/// Encodes a square frame as GLUE's local grid: each of the 2x2 quadrants through `processor` (for a 224 frame
-/// and the small encoder: 112 px resized to 56, 14x14 patches), stitched into one `2g x 2g` grid.
-pub fn local_grid(model: &ClipVisionModel, processor: &ImageProcessor, frame: &RgbImage, device: &Device) -> eyre::Result<LocalGrid> {
+/// The local grid of one frame (see the module doc): [`GridEncoder::encode`]'s stitched patch features, each
+/// cell L2-normalised for cosine matching.
+pub fn local_grid(encoder: &GridEncoder, frame: &RgbImage, device: &Device) -> eyre::Result<LocalGrid> {
     let (w, h) = frame.dimensions();
-    ensure!(w == h && w.is_multiple_of(2), "local grid: expected a square frame with an even side, got {w}x{h}");
-    let half = w / 2;
-    let mut pixels = Vec::new();
-    let mut shape = [0usize; 4];
-    for (qy, qx) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
-        let quadrant = image::imageops::crop_imm(frame, qx * half, qy * half, half, half).to_image();
-        let data = processor.preprocess(&quadrant);
-        shape = [4, 3, data.shape()[2], data.shape()[3]];
-        pixels.extend(data.try_into_vec::<f32>().map_err(|e| eyre!("{e:?}"))?);
-    }
-    let tokens = patch_tokens(model, Tensor::<4>::from_data(TensorData::new(pixels, shape), device));
-    let [_, patches, dim] = tokens.dims();
-    let g = (patches as f64).sqrt() as usize;
-    ensure!(g * g == patches, "local grid: {patches} patches are not a square grid");
-    let values = l2_normalize(tokens).into_data().try_into_vec::<f32>().map_err(|e| eyre!("{e:?}"))?;
-    let side = 2 * g;
-    let mut features = vec![0.0f32; side * side * dim];
-    for q in 0..4 {
-        let (qy, qx) = (q / 2, q % 2);
-        for p in 0..patches {
-            let (row, col) = (qy * g + p / g, qx * g + p % g);
-            let src = (q * patches + p) * dim;
-            let dst = (row * side + col) * dim;
-            features[dst..dst + dim].copy_from_slice(&values[src..src + dim]);
-        }
-    }
-    Ok(LocalGrid { side, dim, cell_px: half as f32 / g as f32, features })
+    ensure!(w == h, "local grid: expected a square frame, got {w}x{h}");
+    let grid = encoder.encode(&[frame], device)?;
+    let [_, side, _, dim] = grid.dims();
+    let values = l2_normalize(grid.reshape([side * side, dim])).into_data().try_into_vec::<f32>().map_err(|e| eyre!("{e:?}"))?;
+    Ok(LocalGrid { side, dim, cell_px: w as f32 / side as f32, features: values })
 }
 
 /// One evaluated point: where it was queried (frame 0), where it truly is in frame t, and the match.
@@ -663,32 +641,16 @@ impl CorrespondenceScore {
 }
 
 /// The matches of one model on every (frame 0, frame t) pair of `episodes`, pair by pair (episode-major).
-pub fn evaluate_matches(
-    model: &ClipVisionModel,
-    processor: &ImageProcessor,
-    episodes: &[EvalEpisode],
-    device: &Device,
-) -> eyre::Result<Vec<Vec<PointMatch>>> {
+pub fn evaluate_matches(encoder: &GridEncoder, episodes: &[EvalEpisode], device: &Device) -> eyre::Result<Vec<Vec<PointMatch>>> {
     let mut out = Vec::new();
     for episode in episodes {
         let Some(((_, frame0, points0), rest)) = episode.frames.split_first() else { continue };
-        let grid0 = local_grid(model, processor, frame0, device)?;
+        let grid0 = local_grid(encoder, frame0, device)?;
         for (_, frame_t, points_t) in rest {
-            out.push(match_points(&grid0, &local_grid(model, processor, frame_t, device)?, points0, points_t));
+            out.push(match_points(&grid0, &local_grid(encoder, frame_t, device)?, points0, points_t));
         }
     }
     Ok(out)
-}
-
-/// [`CorrespondenceScore`] of one model on `episodes`.
-pub fn evaluate_correspondence(
-    model: &ClipVisionModel,
-    processor: &ImageProcessor,
-    episodes: &[EvalEpisode],
-    device: &Device,
-) -> eyre::Result<CorrespondenceScore> {
-    let matches = evaluate_matches(model, processor, episodes, device)?;
-    Ok(CorrespondenceScore::of(&matches.iter().flatten().map(|m| m.error_px).collect::<Vec<_>>()))
 }
 
 /// What `glue pretrain` writes to `correspondence.json`.
@@ -755,9 +717,9 @@ pub fn compare(
     random_seed: u64,
 ) -> eyre::Result<Evaluation> {
     let device = Device::flex();
-    let random = init_encoder(config, random_seed, &device);
-    let ours = evaluate_matches(pretrained, processor, episodes, &device)?;
-    let theirs = evaluate_matches(&random, processor, episodes, &device)?;
+    let grid = |model: ClipVisionModel| GridEncoder::new(model, config.clone(), processor.clone(), 2);
+    let ours = evaluate_matches(&grid(pretrained.clone()), episodes, &device)?;
+    let theirs = evaluate_matches(&grid(init_encoder(config, random_seed, &device)), episodes, &device)?;
     let report = CorrespondenceReport {
         episodes: episodes.len(),
         pairs: ours.len(),
@@ -974,26 +936,5 @@ mod tests {
         let after = fixed_batch_loss(&model, &frames, &config, 99).unwrap();
         assert_eq!(losses.len(), config.steps);
         assert!(after < before - 0.1, "pretraining should lower the loss on a fixed batch: {before} -> {after}");
-    }
-
-    #[test]
-    fn local_grid_stitches_quadrants() {
-        let config = tiny().encoder;
-        let device = Device::flex();
-        let model = init_encoder(&config, 1, &device);
-        let processor = ImageProcessor { resize: Some(Resize::ShortestEdge(16)), crop: Some((16, 16)), ..ImageProcessor::default() };
-        let frame = few_frames(1).remove(0);
-        let grid = local_grid(&model, &processor, &frame, &device).unwrap();
-        assert_eq!((grid.side, grid.dim, grid.cell_px), (8, 32, 28.0));
-        // The bottom-right quadrant's patches equal encoding that quadrant alone.
-        let quadrant = image::imageops::crop_imm(&frame, 112, 112, 112, 112).to_image();
-        let alone = patch_tokens(&model, Tensor::from_data(processor.preprocess(&quadrant), &device));
-        let alone = l2_normalize(alone).into_data().try_into_vec::<f32>().unwrap();
-        let cell = grid.cell_at(224.0 - 1.0, 224.0 - 1.0);
-        assert_eq!(cell, 63);
-        for (x, y) in grid.row(cell).iter().zip(&alone[15 * 32..16 * 32]) {
-            assert!((x - y).abs() < 1e-5);
-        }
-        assert_eq!(grid.nearest(grid.row(cell)), cell);
     }
 }
