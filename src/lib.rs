@@ -9,6 +9,7 @@ pub mod bench;
 pub mod collect;
 pub mod device;
 pub mod diffusion;
+pub mod eval;
 pub mod fusion;
 pub mod model_bench;
 pub mod msg;

@@ -9,6 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use glue::collect::record_expert;
 use glue::device::DeviceKind;
+use glue::eval::{EvalConfig, Keypoints as EvalKeypoints};
 use glue::policy::{ModelSize, PolicyConfig, PolicyKind};
 use glue::pretrain::PretrainConfig;
 use glue::train::{ResumeOverrides, TrainConfig};
@@ -135,6 +136,33 @@ enum Command {
         /// Output folder (config.json, model.safetensors, preprocessor_config.json, reports).
         #[arg(long, default_value = "checkpoints/local-vit-small")]
         out: PathBuf,
+    },
+    /// Run a trained policy closed-loop in the simulator and write OUT/eval.json (success rate, 95% Wilson
+    /// interval, per-episode results, latency).
+    Eval {
+        /// A checkpoint folder (a training run's best/ or last/, or a shipped checkpoints/ folder).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        #[command(flatten)]
+        scene: Scene,
+        #[arg(long, default_value_t = 10)]
+        episodes: u64,
+        /// First scene seed (training demonstrations use 0.., so evaluate on held-out seeds).
+        #[arg(long, default_value_t = 1000)]
+        seed_start: u64,
+        /// Where GLUE's keypoints come from.
+        #[arg(long, value_enum, default_value = "oracle")]
+        keypoints: EvalKeypoints,
+        /// Save one GIF per episode into OUT/videos.
+        #[arg(long)]
+        video: bool,
+        /// Seed of the sampling noise.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value = "cpu")]
+        device: DeviceKind,
     },
     /// Train a diffusion policy (GLUE, GLUE-S or Diffusion Policy) on recorded demonstrations.
     Train(TrainArgs),
@@ -343,6 +371,36 @@ fn run(cli: Cli) -> eyre::Result<bool> {
             pretrain(&config, eval_episodes, &out)?;
         }
         Command::Train(args) => train(args)?,
+        Command::Eval { checkpoint, scene, episodes, seed_start, keypoints, video, seed, out, device } => {
+            eyre::ensure!(episodes >= 1, "--episodes: expected at least 1");
+            let config = EvalConfig {
+                checkpoint,
+                sim: scene.config()?,
+                task: scene.task,
+                episodes,
+                condition: scene.condition()?,
+                seed_start,
+                keypoints,
+                video: video.then(|| out.join("videos")),
+                seed,
+            };
+            let report = glue::eval::evaluate(&config, &out, &device.device())?;
+            println!(
+                "{} on {} ({}, strength {}): {}/{} succeeded, success rate {:.2} (95% CI {:.2}-{:.2}); chunk latency mean {:.0} ms, p95 {:.0} ms; wrote {}",
+                report.policy,
+                report.task,
+                report.variant,
+                report.strength,
+                report.successes,
+                report.episodes,
+                report.success_rate,
+                report.wilson_95[0],
+                report.wilson_95[1],
+                report.latency.chunk_mean_ms,
+                report.latency.chunk_p95_ms,
+                out.join("eval.json").display()
+            );
+        }
         Command::Bench { suite, repeats, cases, torch, device } => {
             eyre::ensure!(repeats >= 1, "--repeats: expected at least 1");
             match suite {

@@ -161,16 +161,20 @@ pub fn render_tick(info: &EpisodeInfo, tick: &Tick, opts: &GifOptions) -> eyre::
 
 /// Writes the episode as a looping GIF, one frame per tick at `opts.fps`.
 pub fn render_episode_gif(episode: &Episode, out: &Path, opts: &GifOptions) -> eyre::Result<()> {
-    ensure!(opts.fps >= 1, "fps: expected >= 1, got {}", opts.fps);
     ensure!(!episode.ticks.is_empty(), "episode {} has no ticks to render", episode.info.episode);
+    save_gif(episode.ticks.iter().map(|tick| render_tick(&episode.info, tick, opts)), opts.fps, out)
+}
+
+/// Writes `frames` as a looping GIF at `fps`.
+pub fn save_gif(frames: impl IntoIterator<Item = eyre::Result<RgbImage>>, fps: u32, out: &Path) -> eyre::Result<()> {
+    ensure!(fps >= 1, "fps: expected >= 1, got {fps}");
     let file = File::create(out).wrap_err_with(|| format!("creating {}", out.display()))?;
     let mut gif = GifEncoder::new_with_speed(BufWriter::new(file), 10);
     gif.set_repeat(Repeat::Infinite)?;
-    let delay = Delay::from_numer_denom_ms(1000, opts.fps);
-    for tick in &episode.ticks {
-        let rgba = DynamicImage::ImageRgb8(render_tick(&episode.info, tick, opts)?).into_rgba8();
-        gif.encode_frame(Frame::from_parts(rgba, 0, 0, delay))
-            .wrap_err_with(|| format!("writing {}", out.display()))?;
+    let delay = Delay::from_numer_denom_ms(1000, fps);
+    for frame in frames {
+        let rgba = DynamicImage::ImageRgb8(frame?).into_rgba8();
+        gif.encode_frame(Frame::from_parts(rgba, 0, 0, delay)).wrap_err_with(|| format!("writing {}", out.display()))?;
     }
     Ok(())
 }

@@ -1,0 +1,220 @@
+//! `glue eval`: closed-loop evaluation of a trained policy in the simulator, in-process (the same loop the dora
+//! graph runs, without the daemon).
+//!
+//! Each control tick: observe; keypoints for this frame (GLUE); the frozen local features of those keypoints;
+//! when the queue of planned actions is empty, sample a chunk from the last `n_obs_steps` frames and queue its
+//! `n_action_steps` actions (Diffusion Policy's receding horizon); execute the next queued action. The gripper
+//! command is clamped into its range `[0, 0.08]` m and the quaternion normalised ([`Action::normalized`]); an
+//! action that is still invalid (non-finite) is never executed: the robot holds and the episode counts the error.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::tensor::Device;
+use eyre::{Result, WrapErr};
+use image::RgbImage;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+use crate::msg::Action;
+use crate::policy::Policy;
+use crate::policy::observation::Frame;
+use crate::sim::ood::Condition;
+use crate::sim::task::TaskKind;
+use crate::sim::{EpisodeSpec, Sim, SimConfig};
+
+/// Where GLUE's keypoints come from in the loop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Keypoints {
+    /// The simulator's ground-truth point tracks (an upper bound for the perception pipeline).
+    Oracle,
+}
+
+/// One evaluation run.
+#[derive(Clone, Debug)]
+pub struct EvalConfig {
+    pub checkpoint: PathBuf,
+    /// Camera size and rates (the checkpoint's training data should match).
+    pub sim: SimConfig,
+    pub task: TaskKind,
+    pub episodes: u64,
+    pub condition: Condition,
+    pub seed_start: u64,
+    pub keypoints: Keypoints,
+    /// Write one GIF per episode into this folder.
+    pub video: Option<PathBuf>,
+    /// Sampling seed (the DDIM start noise).
+    pub seed: u64,
+}
+
+/// One episode's outcome.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EpisodeResult {
+    pub seed: u64,
+    pub success: bool,
+    pub ticks: u32,
+    /// Actions that were invalid after clamping and were replaced by a hold.
+    pub invalid_actions: u32,
+}
+
+/// Latency of the policy, ms.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Latency {
+    /// Per chunk: key features of the frame + sampling (every `n_action_steps` ticks).
+    pub chunk_mean_ms: f64,
+    pub chunk_p95_ms: f64,
+    /// Per control tick, averaged over the episode (what bounds the loop rate).
+    pub tick_mean_ms: f64,
+}
+
+/// What `glue eval` writes to `OUT/eval.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EvalReport {
+    pub checkpoint: String,
+    pub policy: String,
+    pub task: String,
+    pub variant: String,
+    pub strength: f32,
+    pub keypoints: Keypoints,
+    pub episodes: usize,
+    pub successes: usize,
+    pub success_rate: f64,
+    /// 95% Wilson score interval of the success rate.
+    pub wilson_95: [f64; 2],
+    pub latency: Latency,
+    pub per_episode: Vec<EpisodeResult>,
+}
+
+/// The 95% Wilson score interval for `k` successes in `n` trials.
+pub fn wilson_95(k: usize, n: usize) -> [f64; 2] {
+    if n == 0 {
+        return [0.0, 1.0];
+    }
+    let z = 1.959_963_984_540_054_f64;
+    let (n, p) = (n as f64, k as f64 / n as f64);
+    let denom = 1.0 + z * z / n;
+    let centre = (p + z * z / (2.0 * n)) / denom;
+    let half = z * (p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt() / denom;
+    [(centre - half).max(0.0), (centre + half).min(1.0)]
+}
+
+/// One observation kept for the policy's history.
+struct Step {
+    image: Vec<u8>,
+    state: [f32; 15],
+    keypoints: Vec<[f32; 3]>,
+    features: Option<Vec<f32>>,
+}
+
+/// Runs `config.episodes` closed-loop episodes and writes `eval.json` (and GIFs) into `out`.
+pub fn evaluate(config: &EvalConfig, out: &Path, device: &Device) -> Result<EvalReport> {
+    let policy = Policy::load(&config.checkpoint, device)?;
+    let sim_config = &config.sim;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(config.seed);
+    let mut results = Vec::new();
+    let (mut chunk_ms, mut tick_ms) = (Vec::new(), Vec::new());
+    std::fs::create_dir_all(out).wrap_err_with(|| format!("cannot create {}", out.display()))?;
+    for i in 0..config.episodes {
+        let spec = EpisodeSpec { task: config.task, seed: config.seed_start + i, condition: config.condition };
+        let mut sim = Sim::new(sim_config, spec);
+        let (w, h) = (sim_config.width, sim_config.height);
+        let mut history: Vec<Step> = Vec::new();
+        let mut queue: Vec<[f32; 8]> = Vec::new();
+        let mut frames = Vec::new();
+        let mut invalid = 0;
+        let episode_start = Instant::now();
+        while !sim.done() {
+            let obs = sim.observe();
+            let keypoints = match config.keypoints {
+                Keypoints::Oracle => obs.oracle_tracks.points.clone(),
+            };
+            if config.video.is_some() {
+                frames.push(RgbImage::from_raw(w, h, obs.image.rgb.clone()).ok_or_else(|| eyre::eyre!("frame size"))?);
+            }
+            history.push(Step { image: obs.image.rgb, state: obs.robot_state.to_array(), keypoints, features: None });
+            if history.len() > policy.config.n_obs_steps {
+                history.remove(0);
+            }
+            if queue.is_empty() {
+                let t = Instant::now();
+                for step in history.iter_mut().filter(|s| s.features.is_none()) {
+                    let image = RgbImage::from_raw(w, h, step.image.clone()).ok_or_else(|| eyre::eyre!("frame size"))?;
+                    step.features = policy.key_features(&image, &step.keypoints)?;
+                }
+                let frames: Vec<Frame<'_>> = history
+                    .iter()
+                    .map(|s| Frame {
+                        image: &s.image,
+                        width: w,
+                        height: h,
+                        state: &s.state,
+                        keypoints: &s.keypoints,
+                        key_features: s.features.as_deref(),
+                    })
+                    .collect();
+                queue = policy.act(&frames, &mut rng)?;
+                queue.reverse();
+                chunk_ms.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+            let planned = queue.pop().expect("queue filled above");
+            let mut a = Action::from_array(planned);
+            a.gripper = a.gripper.clamp(0.0, 0.08);
+            let action = match a.normalized() {
+                Ok(action) => action,
+                Err(_) => {
+                    invalid += 1;
+                    sim.hold_action()
+                }
+            };
+            sim.step(&action);
+        }
+        tick_ms.push(episode_start.elapsed().as_secs_f64() * 1e3 / f64::from(sim.frame().max(1)));
+        let result = EpisodeResult { seed: spec.seed, success: sim.success(), ticks: sim.frame(), invalid_actions: invalid };
+        eprintln!("episode {} (seed {}): {} in {} ticks", i, spec.seed, if result.success { "success" } else { "failure" }, result.ticks);
+        if let Some(dir) = &config.video {
+            let path = dir.join(format!("{}-{}-seed{:06}.gif", config.task.name(), config.condition.variant.name(), spec.seed));
+            std::fs::create_dir_all(dir)?;
+            crate::viz::save_gif(frames.into_iter().map(Ok), 10, &path)?;
+        }
+        results.push(result);
+    }
+    let successes = results.iter().filter(|r| r.success).count();
+    let mut sorted = chunk_ms.clone();
+    sorted.sort_by(f64::total_cmp);
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let report = EvalReport {
+        checkpoint: config.checkpoint.display().to_string(),
+        policy: policy.config.policy.name().to_string(),
+        task: config.task.name().to_string(),
+        variant: config.condition.variant.name().to_string(),
+        strength: config.condition.strength,
+        keypoints: config.keypoints,
+        episodes: results.len(),
+        successes,
+        success_rate: successes as f64 / results.len().max(1) as f64,
+        wilson_95: wilson_95(successes, results.len()),
+        latency: Latency {
+            chunk_mean_ms: mean(&chunk_ms),
+            chunk_p95_ms: sorted.get((sorted.len() * 95 / 100).min(sorted.len().saturating_sub(1))).copied().unwrap_or(0.0),
+            tick_mean_ms: mean(&tick_ms),
+        },
+        per_episode: results,
+    };
+    std::fs::write(out.join("eval.json"), serde_json::to_string_pretty(&report)?)?;
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wilson_interval_matches_known_values() {
+        // 8/10: (0.4902, 0.9433); 0/10: (0, 0.2775); 50/100: (0.4038, 0.5962).
+        let close = |a: [f64; 2], b: [f64; 2]| (a[0] - b[0]).abs() < 1e-3 && (a[1] - b[1]).abs() < 1e-3;
+        assert!(close(wilson_95(8, 10), [0.4902, 0.9433]), "{:?}", wilson_95(8, 10));
+        assert!(close(wilson_95(0, 10), [0.0, 0.2775]), "{:?}", wilson_95(0, 10));
+        assert!(close(wilson_95(50, 100), [0.4038, 0.5962]), "{:?}", wilson_95(50, 100));
+    }
+}
