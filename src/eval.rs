@@ -1,11 +1,11 @@
 //! `glue eval`: closed-loop evaluation of a trained policy in the simulator, in-process (the same loop the dora
 //! graph runs, without the daemon).
 //!
-//! Each control tick: observe; keypoints for this frame (GLUE); the frozen local features of those keypoints;
-//! when the queue of planned actions is empty, sample a chunk from the last `n_obs_steps` frames and queue its
-//! `n_action_steps` actions (Diffusion Policy's receding horizon); execute the next queued action. The gripper
-//! command is clamped into its range `[0, 0.08]` m and the quaternion normalised ([`Action::normalized`]); an
-//! action that is still invalid (non-finite) is never executed: the robot holds and the episode counts the error.
+//! Each control tick does what the `encoder` and `policy` nodes do, with the same code
+//! ([`crate::policy::runtime`]): observe; keypoints for this frame (GLUE) and their frozen local features; the
+//! step condition, appended to the condition history; when the action queue runs dry, a chunk sampled from the
+//! global condition (Diffusion Policy's receding horizon); the next queued action through [`safe_action`]. An action
+//! that fails that check is never executed: the robot holds and the episode counts it.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -16,9 +16,9 @@ use image::RgbImage;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-use crate::msg::Action;
 use crate::policy::Policy;
 use crate::policy::observation::Frame;
+use crate::policy::runtime::{ActionQueue, ConditionBuffer, safe_action};
 use crate::sim::ood::Condition;
 use crate::sim::task::TaskKind;
 use crate::sim::{EpisodeSpec, Sim, SimConfig};
@@ -61,11 +61,13 @@ pub struct EpisodeResult {
 /// Latency of the policy, ms.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Latency {
-    /// Per chunk: key features of the frame + sampling (every `n_action_steps` ticks).
+    /// Per chunk: DDIM sampling (every `n_action_steps` ticks).
     pub chunk_mean_ms: f64,
     pub chunk_p95_ms: f64,
-    /// Per control tick, averaged over the episode (what bounds the loop rate).
+    /// Per control tick: keypoint features, encoding, and sampling when a chunk is due (what bounds the loop
+    /// rate).
     pub tick_mean_ms: f64,
+    pub tick_p95_ms: f64,
 }
 
 /// What `glue eval` writes to `OUT/eval.json`.
@@ -99,14 +101,6 @@ pub fn wilson_95(k: usize, n: usize) -> [f64; 2] {
     [(centre - half).max(0.0), (centre + half).min(1.0)]
 }
 
-/// One observation kept for the policy's history.
-struct Step {
-    image: Vec<u8>,
-    state: [f32; 15],
-    keypoints: Vec<[f32; 3]>,
-    features: Option<Vec<f32>>,
-}
-
 /// Runs `config.episodes` closed-loop episodes and writes `eval.json` (and GIFs) into `out`.
 pub fn evaluate(config: &EvalConfig, out: &Path, device: &Device) -> Result<EvalReport> {
     let policy = Policy::load(&config.checkpoint, device)?;
@@ -119,57 +113,47 @@ pub fn evaluate(config: &EvalConfig, out: &Path, device: &Device) -> Result<Eval
         let spec = EpisodeSpec { task: config.task, seed: config.seed_start + i, condition: config.condition };
         let mut sim = Sim::new(sim_config, spec);
         let (w, h) = (sim_config.width, sim_config.height);
-        let mut history: Vec<Step> = Vec::new();
-        let mut queue: Vec<[f32; 8]> = Vec::new();
+        let mut buffer = ConditionBuffer::new(policy.config.n_obs_steps);
+        let period_ns = (1e9 / f64::from(sim_config.control_hz)) as u64;
+        let mut queue = ActionQueue::new(sim_config.control_hz, period_ns / 2);
         let mut frames = Vec::new();
         let mut invalid = 0;
-        let episode_start = Instant::now();
         while !sim.done() {
             let obs = sim.observe();
+            let t = Instant::now();
             let keypoints = match config.keypoints {
                 Keypoints::Oracle => obs.oracle_tracks.points.clone(),
             };
-            if config.video.is_some() {
-                frames.push(RgbImage::from_raw(w, h, obs.image.rgb.clone()).ok_or_else(|| eyre::eyre!("frame size"))?);
-            }
-            history.push(Step { image: obs.image.rgb, state: obs.robot_state.to_array(), keypoints, features: None });
-            if history.len() > policy.config.n_obs_steps {
-                history.remove(0);
-            }
-            if queue.is_empty() {
+            let image = RgbImage::from_raw(w, h, obs.image.rgb).ok_or_else(|| eyre::eyre!("frame size"))?;
+            let features = policy.key_features(&image, &keypoints)?;
+            let state = obs.robot_state.to_array();
+            let frame = Frame {
+                image: image.as_raw(),
+                width: w,
+                height: h,
+                state: &state,
+                keypoints: &keypoints,
+                key_features: features.as_deref(),
+            };
+            let condition = buffer.push(policy.step_condition(&frame)?);
+            if queue.needs_chunk(obs.timestamp_ns) {
                 let t = Instant::now();
-                for step in history.iter_mut().filter(|s| s.features.is_none()) {
-                    let image = RgbImage::from_raw(w, h, step.image.clone()).ok_or_else(|| eyre::eyre!("frame size"))?;
-                    step.features = policy.key_features(&image, &step.keypoints)?;
-                }
-                let frames: Vec<Frame<'_>> = history
-                    .iter()
-                    .map(|s| Frame {
-                        image: &s.image,
-                        width: w,
-                        height: h,
-                        state: &s.state,
-                        keypoints: &s.keypoints,
-                        key_features: s.features.as_deref(),
-                    })
-                    .collect();
-                queue = policy.act(&frames, &mut rng)?;
-                queue.reverse();
+                queue.push_chunk(obs.timestamp_ns, &policy.plan(&condition, &mut rng)?);
                 chunk_ms.push(t.elapsed().as_secs_f64() * 1e3);
             }
-            let planned = queue.pop().expect("queue filled above");
-            let mut a = Action::from_array(planned);
-            a.gripper = a.gripper.clamp(0.0, 0.08);
-            let action = match a.normalized() {
-                Ok(action) => action,
-                Err(_) => {
+            let action = match queue.next(obs.timestamp_ns).map(safe_action) {
+                Some(Ok(action)) => action,
+                _ => {
                     invalid += 1;
                     sim.hold_action()
                 }
             };
+            tick_ms.push(t.elapsed().as_secs_f64() * 1e3);
+            if config.video.is_some() {
+                frames.push(image);
+            }
             sim.step(&action);
         }
-        tick_ms.push(episode_start.elapsed().as_secs_f64() * 1e3 / f64::from(sim.frame().max(1)));
         let result = EpisodeResult { seed: spec.seed, success: sim.success(), ticks: sim.frame(), invalid_actions: invalid };
         eprintln!("episode {} (seed {}): {} in {} ticks", i, spec.seed, if result.success { "success" } else { "failure" }, result.ticks);
         if let Some(dir) = &config.video {
@@ -180,9 +164,12 @@ pub fn evaluate(config: &EvalConfig, out: &Path, device: &Device) -> Result<Eval
         results.push(result);
     }
     let successes = results.iter().filter(|r| r.success).count();
-    let mut sorted = chunk_ms.clone();
-    sorted.sort_by(f64::total_cmp);
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let p95 = |v: &[f64]| {
+        let mut sorted = v.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        sorted.get((sorted.len() * 95 / 100).min(sorted.len().saturating_sub(1))).copied().unwrap_or(0.0)
+    };
     let report = EvalReport {
         checkpoint: config.checkpoint.display().to_string(),
         policy: policy.config.policy.name().to_string(),
@@ -196,8 +183,9 @@ pub fn evaluate(config: &EvalConfig, out: &Path, device: &Device) -> Result<Eval
         wilson_95: wilson_95(successes, results.len()),
         latency: Latency {
             chunk_mean_ms: mean(&chunk_ms),
-            chunk_p95_ms: sorted.get((sorted.len() * 95 / 100).min(sorted.len().saturating_sub(1))).copied().unwrap_or(0.0),
+            chunk_p95_ms: p95(&chunk_ms),
             tick_mean_ms: mean(&tick_ms),
+            tick_p95_ms: p95(&tick_ms),
         },
         per_episode: results,
     };

@@ -9,13 +9,14 @@
 use std::path::{Path, PathBuf};
 
 use burn::store::{ModuleSnapshot, SafetensorsStore};
-use burn::tensor::Device;
+use burn::tensor::{Device, Tensor, TensorData};
 use eyre::{Result, WrapErr, bail, ensure, eyre};
 use image::RgbImage;
 
 use super::config::PolicyConfig;
 use super::normalizer::Normalizer;
 use super::observation::{Crop, Frame, key_features, observations};
+use super::runtime::ConditionBuffer;
 use super::{PolicyNet, ddim_for, gaussian};
 use crate::diffusion::DdimScheduler;
 use crate::vit::GridEncoder;
@@ -85,38 +86,46 @@ impl Policy {
         Ok(features.pop())
     }
 
-    /// Samples an action chunk from the last `n_obs_steps` frames (oldest first; fewer at an episode's start are
-    /// padded with the first, as in training) and returns the `n_action_steps` actions to execute, unnormalised
-    /// `[x, y, z, qx, qy, qz, qw, gripper]`. Errors on a non-finite input or output: nothing invalid reaches a
-    /// robot.
-    pub fn act(&self, history: &[Frame<'_>], rng: &mut impl rand::Rng) -> Result<Vec<[f32; 8]>> {
-        let to = self.config.n_obs_steps;
-        ensure!(!history.is_empty(), "act: no observation");
-        for (i, f) in history.iter().enumerate() {
-            ensure!(
-                f.image.len() == (f.width * f.height * 3) as usize,
-                "act: frame {i} image has {} bytes, expected [{} x {} x 3]",
-                f.image.len(),
-                f.height,
-                f.width
-            );
-            ensure!(f.state.len() >= self.config.state_dim, "act: frame {i} state has {} values, expected >= {}", f.state.len(), self.config.state_dim);
-            ensure!(f.state.iter().all(|v| v.is_finite()), "act: frame {i} state is not finite: {:?}", f.state);
-            ensure!(
-                !self.config.policy.uses_key_patches() || f.key_features.is_some(),
-                "act: frame {i} has no key features (GLUE needs keypoints and Policy::key_features)"
-            );
-        }
-        let start = history.len().saturating_sub(to);
-        let mut steps: Vec<Frame<'_>> = history[start..].to_vec();
-        while steps.len() < to {
-            steps.insert(0, steps[0]);
-        }
-        let crops: Vec<Crop> = steps.iter().map(|f| Crop::centered(f.width, f.height, self.config.crop_ratio)).collect();
-        let obs = observations(&steps, &crops, self.config.image_size, self.config.fusion.grid, &self.normalizer, &self.device);
+    /// The condition of one observation step (`[step_dim]`), with the inference crop (centred). `frame` must carry
+    /// its key features for GLUE ([`Policy::key_features`]). Errors name what is malformed.
+    pub fn step_condition(&self, frame: &Frame<'_>) -> Result<Vec<f32>> {
+        ensure!(
+            frame.image.len() == (frame.width * frame.height * 3) as usize,
+            "image has {} bytes, expected [{} x {} x 3]",
+            frame.image.len(),
+            frame.height,
+            frame.width
+        );
+        ensure!(
+            frame.state.len() >= self.config.state_dim,
+            "robot state has {} values, expected >= {}",
+            frame.state.len(),
+            self.config.state_dim
+        );
+        ensure!(frame.state.iter().all(|v| v.is_finite()), "robot state is not finite: {:?}", frame.state);
+        ensure!(
+            !self.config.policy.uses_key_patches() || frame.key_features.is_some(),
+            "no key features (GLUE needs keypoints and Policy::key_features)"
+        );
+        let crop = Crop::centered(frame.width, frame.height, self.config.crop_ratio);
+        let obs = observations(&[*frame], &[crop], self.config.image_size, self.config.fusion.grid, &self.normalizer, &self.device);
+        let condition = self.net.condition(&obs, 1);
+        condition.into_data().try_to_vec().map_err(|e| eyre!("{e:?}"))
+    }
+
+    /// Samples a chunk from the global condition (`[n_obs_steps · step_dim]`, see
+    /// [`super::runtime::ConditionBuffer`]) and returns the `n_action_steps` actions to execute, unnormalised
+    /// `[x, y, z, qx, qy, qz, qw, gripper]`. A non-finite condition or output is an error: nothing invalid reaches
+    /// a robot.
+    pub fn plan(&self, condition: &[f32], rng: &mut impl rand::Rng) -> Result<Vec<[f32; 8]>> {
+        let width = self.config.unet.global_cond_dim;
+        ensure!(condition.len() == width, "condition has {} values, expected [{width}]", condition.len());
+        ensure!(condition.iter().all(|v| v.is_finite()), "condition is not finite");
+        let cond = Tensor::<2>::from_data(TensorData::new(condition.to_vec(), [1, width]), &self.device);
         let noise = gaussian(rng, [1, self.config.horizon, self.config.action_dim], &self.device);
-        let chunk = self.net.sample(&obs, to, &self.ddim, noise);
+        let chunk = self.net.sample_conditioned(cond, &self.ddim, noise);
         let values: Vec<f32> = chunk.into_data().try_to_vec().map_err(|e| eyre!("{e:?}"))?;
+        let to = self.config.n_obs_steps;
         let mut actions = Vec::with_capacity(self.config.n_action_steps);
         for row in values.chunks(self.config.action_dim).skip(to - 1).take(self.config.n_action_steps) {
             let mut a = row.to_vec();
@@ -125,5 +134,17 @@ impl Policy {
             actions.push(a.try_into().map_err(|_| eyre!("action width is not 8"))?);
         }
         Ok(actions)
+    }
+
+    /// [`Policy::plan`] from the last `n_obs_steps` frames of `history` (oldest first; fewer at an episode's start
+    /// are padded with the first).
+    pub fn act(&self, history: &[Frame<'_>], rng: &mut impl rand::Rng) -> Result<Vec<[f32; 8]>> {
+        ensure!(!history.is_empty(), "act: no observation");
+        let mut buffer = ConditionBuffer::new(self.config.n_obs_steps);
+        let mut condition = Vec::new();
+        for (i, frame) in history.iter().enumerate() {
+            condition = buffer.push(self.step_condition(frame).wrap_err_with(|| format!("act: frame {i}"))?);
+        }
+        self.plan(&condition, rng)
     }
 }

@@ -7,13 +7,15 @@
 //! - [`encoder`]: the [`ObservationEncoder`] trait and GLUE, GLUE-S, DP;
 //! - [`observation`]: frames to encoder input (crop, resize, normalise, key patches);
 //! - [`normalizer`]: min-max statistics stored with a checkpoint;
-//! - [`checkpoint`]: loading a trained policy for inference.
+//! - [`checkpoint`]: loading a trained policy for inference;
+//! - [`runtime`]: condition history, action scheduling and the last check before a command is sent.
 
 pub mod checkpoint;
 pub mod config;
 pub mod encoder;
 pub mod normalizer;
 pub mod observation;
+pub mod runtime;
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor, TensorData};
@@ -71,7 +73,11 @@ impl PolicyNet {
 
     /// DDIM sampling from `noise` (`[B, T_p, A]`, N(0, I)): normalised actions `[B, T_p, A]`.
     pub fn sample(&self, obs: &Observations, n_obs_steps: usize, scheduler: &DdimScheduler, noise: Tensor<3>) -> Tensor<3> {
-        let cond = self.condition(obs, n_obs_steps);
+        self.sample_conditioned(self.condition(obs, n_obs_steps), scheduler, noise)
+    }
+
+    /// DDIM sampling given the global condition `[B, T_o · step_dim]`.
+    pub fn sample_conditioned(&self, cond: Tensor<2>, scheduler: &DdimScheduler, noise: Tensor<3>) -> Tensor<3> {
         let device = noise.device();
         let batch = noise.dims()[0];
         let mut sample = noise;
