@@ -16,7 +16,9 @@ use image::RgbImage;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
+use crate::collect::{episode_info, tick};
 use crate::policy::Policy;
+use crate::recording::EpisodeWriter;
 use crate::policy::observation::Frame;
 use crate::policy::runtime::{ActionQueue, ConditionBuffer, safe_action};
 use crate::sim::ood::Condition;
@@ -44,6 +46,8 @@ pub struct EvalConfig {
     pub keypoints: Keypoints,
     /// Write one GIF per episode into this folder.
     pub video: Option<PathBuf>,
+    /// Record every episode (Arrow, as `glue record` does) into this folder.
+    pub record: Option<PathBuf>,
     /// Sampling seed (the DDIM start noise).
     pub seed: u64,
 }
@@ -118,8 +122,13 @@ pub fn evaluate(config: &EvalConfig, out: &Path, device: &Device) -> Result<Eval
         let mut queue = ActionQueue::new(sim_config.control_hz, period_ns / 2);
         let mut frames = Vec::new();
         let mut invalid = 0;
+        let mut writer = match &config.record {
+            Some(dir) => Some(EpisodeWriter::create(dir, episode_info(&sim, i))?),
+            None => None,
+        };
         while !sim.done() {
             let obs = sim.observe();
+            let observed = writer.as_ref().map(|_| obs.clone());
             let t = Instant::now();
             let keypoints = match config.keypoints {
                 Keypoints::Oracle => obs.oracle_tracks.points.clone(),
@@ -149,10 +158,16 @@ pub fn evaluate(config: &EvalConfig, out: &Path, device: &Device) -> Result<Eval
                 }
             };
             tick_ms.push(t.elapsed().as_secs_f64() * 1e3);
+            if let (Some(w), Some(obs)) = (writer.as_mut(), observed) {
+                w.push(tick(obs, &action))?;
+            }
             if config.video.is_some() {
                 frames.push(image);
             }
             sim.step(&action);
+        }
+        if let Some(w) = writer {
+            w.finish(sim.success())?;
         }
         let result = EpisodeResult { seed: spec.seed, success: sim.success(), ticks: sim.frame(), invalid_actions: invalid };
         eprintln!("episode {} (seed {}): {} in {} ticks", i, spec.seed, if result.success { "success" } else { "failure" }, result.ticks);

@@ -156,6 +156,9 @@ enum Command {
         /// Save one GIF per episode into OUT/videos.
         #[arg(long)]
         video: bool,
+        /// Record the episodes (Arrow files, as `glue record` writes them) into OUT/episodes.
+        #[arg(long)]
+        record: bool,
         /// Seed of the sampling noise.
         #[arg(long, default_value_t = 0)]
         seed: u64,
@@ -371,7 +374,7 @@ fn run(cli: Cli) -> eyre::Result<bool> {
             pretrain(&config, eval_episodes, &out)?;
         }
         Command::Train(args) => train(args)?,
-        Command::Eval { checkpoint, scene, episodes, seed_start, keypoints, video, seed, out, device } => {
+        Command::Eval { checkpoint, scene, episodes, seed_start, keypoints, video, record, seed, out, device } => {
             eyre::ensure!(episodes >= 1, "--episodes: expected at least 1");
             let config = EvalConfig {
                 checkpoint,
@@ -382,6 +385,7 @@ fn run(cli: Cli) -> eyre::Result<bool> {
                 seed_start,
                 keypoints,
                 video: video.then(|| out.join("videos")),
+                record: record.then(|| out.join("episodes")),
                 seed,
             };
             let report = glue::eval::evaluate(&config, &out, &device.device())?;

@@ -678,6 +678,34 @@ impl Message for ActionChunk {
     }
 }
 
+/// The encoder's global condition `W` for the policy (eq. 3 per observation step, the steps concatenated):
+/// shape `[W]`, float32, every value finite.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Condition {
+    pub values: Vec<f32>,
+}
+
+impl Message for Condition {
+    const NAME: &'static str = "condition";
+
+    fn encode_body(&self) -> (ArrayRef, Metadata) {
+        (f32_array(self.values.clone()), tensor_meta(&[self.values.len()]))
+    }
+
+    fn decode_body(array: &dyn Array, meta: &Metadata) -> Result<Self, MsgError> {
+        let data = values::<Float32Type>(array)?;
+        meta_one_of(meta, "dtype", &["float32"])?;
+        match meta_ints(meta, "shape")? {
+            &[w] if w == data.len() as i64 && w > 0 => Ok(Self { values: data.to_vec() }),
+            shape => Err(MsgError::mismatch("shape", format!("[{}] (one value per array element, W >= 1)", data.len()), format!("{shape:?}"))),
+        }
+    }
+
+    fn check(&self) -> Result<(), MsgError> {
+        check_finite("values", &self.values)
+    }
+}
+
 /// A task object in the scene and its instance id in the [`Segmentation`] image (0 is background).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ObjectInfo {
@@ -944,7 +972,7 @@ mod tests {
         fn every_message_roundtrips(
             h in header(), img in image(), seg in segmentation(), rs in robot_state(), a in action(),
             kp in keypoints(20), chunk in prop::collection::vec(action(), 1..16), ev in episode_event(),
-            poses in object_poses(),
+            poses in object_poses(), cond in prop::collection::vec(-1e3f32..1e3, 1..64),
         ) {
             roundtrip(&img, &h);
             roundtrip(&seg, &h);
@@ -952,6 +980,7 @@ mod tests {
             roundtrip(&a, &h);
             roundtrip(&kp, &h);
             roundtrip(&ActionChunk { actions: chunk }, &h);
+            roundtrip(&Condition { values: cond }, &h);
             roundtrip(&ev, &h);
             roundtrip(&poses, &h);
         }
@@ -1106,6 +1135,19 @@ mod tests {
             rejects::<ActionChunk>(empty.0.as_ref(), &empty.1, "actions");
             let seven = MetaValue::Ints(vec![chunk.actions.len() as i64, 7]);
             rejects::<ActionChunk>(chunk.encode(&h).0.as_ref(), &with(&meta, "shape", seven), "shape");
+        }
+
+        #[test]
+        fn condition_rejects_malformed(h in header(), values in prop::collection::vec(-1e3f32..1e3, 2..64), i in any::<prop::sample::Index>()) {
+            let cond = Condition { values };
+            let (array, meta) = cond.encode(&h);
+            let wrong = MetaValue::Ints(vec![cond.values.len() as i64 + 1]);
+            rejects::<Condition>(array.as_ref(), &with(&meta, "shape", wrong), "shape");
+            let mut bad = cond.clone();
+            bad.values[i.index(cond.values.len())] = f32::INFINITY;
+            rejects::<Condition>(bad.encode(&h).0.as_ref(), &meta, "values");
+            let empty = Condition { values: vec![] }.encode(&h);
+            rejects::<Condition>(empty.0.as_ref(), &empty.1, "shape");
         }
 
         #[test]

@@ -64,6 +64,7 @@ fn rng(seed: u64, stream: u64) -> ChaCha8Rng {
 }
 
 /// One camera observation with the robot state and the oracle point tracks.
+#[derive(Clone, Debug)]
 pub struct Observation {
     pub frame: u32,
     pub timestamp_ns: u64,

@@ -87,3 +87,28 @@ pub fn linger(events: &mut dora_node_api::EventStream) -> eyre::Result<()> {
     }
     Ok(())
 }
+
+/// Per-tick processing times of a node, reported at the end of a run (`NAME: N ticks, mean X ms, p95 Y ms`).
+#[derive(Debug, Default)]
+pub struct Latency {
+    ms: Vec<f64>,
+}
+
+impl Latency {
+    /// Records the time since `start`.
+    pub fn record(&mut self, start: std::time::Instant) {
+        self.ms.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+
+    /// `N ticks, mean X ms, p95 Y ms` (or `no ticks`).
+    pub fn summary(&self) -> String {
+        if self.ms.is_empty() {
+            return "no ticks".into();
+        }
+        let mut sorted = self.ms.clone();
+        sorted.sort_by(f64::total_cmp);
+        let mean = sorted.iter().sum::<f64>() / sorted.len() as f64;
+        let p95 = sorted[(sorted.len() * 95 / 100).min(sorted.len() - 1)];
+        format!("{} ticks, mean {mean:.1} ms, p95 {p95:.1} ms", sorted.len())
+    }
+}

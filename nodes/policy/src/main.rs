@@ -1,0 +1,89 @@
+//! `policy` node: global condition -> action chunks (U-Net + DDIM) -> one command per control tick.
+//!
+//! Settings: `CHECKPOINT` (the encoder's), `SEED` (sampling noise, default 0), `CONTROL_HZ` (default 10),
+//! `MAX_LAG_MS` (planned actions more overdue than this are dropped; default 50).
+//! Inputs: `condition` (from `encoder`), `robot_state` (for the hold command), `episode` (a start clears the plan).
+//! Outputs: `action_chunk` (each newly sampled chunk, `[n_action_steps, 8]`) and `action` for every condition's
+//! frame. Scheduling is `glue::policy::runtime::ActionQueue`; every command passes `safe_action` first, and when a
+//! command cannot be made valid the node sends a hold at the measured pose instead: invalid data never moves the
+//! arm. At the end of the run it prints its per-tick latency (mean, p95).
+
+use std::time::Instant;
+
+use dora_bridge::{Latency, decode, env_or, send};
+use dora_node_api::{DoraNode, Event};
+use glue::msg::{Action, ActionChunk, Condition, EpisodeEvent, RobotState};
+use glue::policy::Policy;
+use glue::policy::runtime::{ActionQueue, safe_action};
+use rand_chacha::rand_core::SeedableRng;
+
+/// Holding the measured end-effector pose and gripper opening.
+fn hold(state: &RobotState) -> Action {
+    Action { position: state.ee_position, orientation: state.ee_orientation, gripper: state.gripper.clamp(0.0, 0.08) }
+}
+
+fn main() -> eyre::Result<()> {
+    let checkpoint = std::env::var("CHECKPOINT").map_err(|_| eyre::eyre!("policy: set CHECKPOINT to a checkpoint folder"))?;
+    let policy = Policy::load(checkpoint.as_ref(), &burn::tensor::Device::flex())?;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(env_or("SEED", 0)?);
+    let mut queue = ActionQueue::new(env_or("CONTROL_HZ", 10.0)?, env_or::<u64>("MAX_LAG_MS", 50)? * 1_000_000);
+    let (mut node, mut events) = DoraNode::init_from_env()?;
+    let mut episode = 0u64;
+    let mut state: Option<(u64, RobotState)> = None;
+    let mut latency = Latency::default();
+    let mut holds = 0u64;
+    while let Some(event) = events.recv() {
+        let Event::Input { id, metadata, data } = event else {
+            if matches!(event, Event::Stop(_)) {
+                break;
+            }
+            continue;
+        };
+        match id.as_str() {
+            "episode" => {
+                let (h, event) = decode::<EpisodeEvent>(&metadata, &data)?;
+                if matches!(event, EpisodeEvent::Start { .. }) && h.episode >= episode {
+                    episode = h.episode;
+                    queue.clear();
+                }
+            }
+            "robot_state" => {
+                let (h, s) = decode::<RobotState>(&metadata, &data)?;
+                state = Some((h.frame, s));
+            }
+            "condition" => {
+                let (h, condition) = decode::<Condition>(&metadata, &data)?;
+                if h.episode != episode {
+                    continue;
+                }
+                let start = Instant::now();
+                if queue.needs_chunk(h.timestamp_ns) {
+                    let actions = policy.plan(&condition.values, &mut rng)?;
+                    queue.push_chunk(h.timestamp_ns, &actions);
+                    let chunk: Result<Vec<Action>, _> = actions.iter().map(|&a| safe_action(a)).collect();
+                    if let Ok(actions) = chunk {
+                        send(&mut node, "action_chunk", &h, &ActionChunk { actions })?;
+                    }
+                }
+                let action = match queue.next(h.timestamp_ns).map(safe_action) {
+                    Some(Ok(action)) => action,
+                    other => {
+                        let Some((_, s)) = state.as_ref() else {
+                            eyre::bail!("policy: no valid action and no robot_state to hold at (frame {})", h.frame)
+                        };
+                        holds += 1;
+                        if let Some(Err(e)) = other {
+                            eprintln!("policy: frame {}: {e:#}; holding", h.frame);
+                        }
+                        hold(s)
+                    }
+                };
+                latency.record(start);
+                send(&mut node, "action", &h, &action)?;
+            }
+            other => eyre::bail!("policy: unexpected input `{other}`"),
+        }
+    }
+    eprintln!("policy: {} ({holds} holds)", latency.summary());
+    Ok(())
+}
