@@ -3,13 +3,13 @@
 //! Layout (written by `glue train` as `RUN/best/` and `RUN/last/`):
 //! - `policy.json`: the [`PolicyConfig`];
 //! - `normalizer.json`: the [`Normalizer`] fitted on the training data;
-//! - `model.safetensors`: the [`PolicyNet`] weights (the EMA weights, which inference uses);
+//! - `model.safetensors`: the [`PolicyNet`] weights (the EMA weights, which inference uses) in float16;
 //! - `local_encoder/` (GLUE only): the frozen local ViT as a HF CLIP folder.
 
 use std::path::{Path, PathBuf};
 
-use burn::store::{ModuleSnapshot, SafetensorsStore};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::store::{FloatCastAdapter, ModuleSnapshot, SafetensorsStore};
+use burn::tensor::{DType, Device, Tensor, TensorData};
 use eyre::{Result, WrapErr, bail, ensure, eyre};
 use image::RgbImage;
 
@@ -27,9 +27,22 @@ pub const NORMALIZER_JSON: &str = "normalizer.json";
 pub const MODEL_SAFETENSORS: &str = "model.safetensors";
 pub const LOCAL_ENCODER_DIR: &str = "local_encoder";
 
-/// Writes the weights of `net` to `path` (safetensors).
-pub fn save_net(net: &PolicyNet, path: &Path) -> Result<()> {
-    let mut store = SafetensorsStore::from_file(path).overwrite(true);
+/// Precision of saved weights: checkpoint folders ship in half precision (half the size in the repository; the
+/// rounding is far below what changes a sampled action), training state stays in full precision so a resumed run
+/// continues exactly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Precision {
+    F16,
+    F32,
+}
+
+/// Writes the weights of `net` to `path` (safetensors) at `precision`.
+pub fn save_net(net: &PolicyNet, path: &Path, precision: Precision) -> Result<()> {
+    let dtype = match precision {
+        Precision::F16 => DType::F16,
+        Precision::F32 => DType::F32,
+    };
+    let mut store = SafetensorsStore::from_file(path).overwrite(true).with_to_adapter(FloatCastAdapter::to(dtype));
     net.save_into(&mut store).map_err(|e| eyre!("{e}")).wrap_err_with(|| format!("cannot write {}", path.display()))
 }
 
@@ -37,7 +50,7 @@ pub fn save_net(net: &PolicyNet, path: &Path) -> Result<()> {
 pub fn load_net(config: &PolicyConfig, path: &Path, device: &Device) -> Result<PolicyNet> {
     ensure!(path.is_file(), "checkpoint weights missing: {}", path.display());
     let mut net = PolicyNet::init(config, device)?;
-    let mut store = SafetensorsStore::from_file(path);
+    let mut store = SafetensorsStore::from_file(path).with_from_adapter(FloatCastAdapter::to(DType::F32));
     let result = net.load_from(&mut store).map_err(|e| eyre!("{e}")).wrap_err_with(|| format!("cannot load {}", path.display()))?;
     if !result.missing.is_empty() || !result.errors.is_empty() {
         bail!(

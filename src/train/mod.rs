@@ -29,7 +29,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::policy::checkpoint::{LOCAL_ENCODER_DIR, MODEL_SAFETENSORS, NORMALIZER_JSON, POLICY_JSON, load_net, save_net};
+use crate::policy::checkpoint::{LOCAL_ENCODER_DIR, MODEL_SAFETENSORS, NORMALIZER_JSON, POLICY_JSON, Precision, load_net, save_net};
 use crate::policy::normalizer::{Normalizer, Range};
 use crate::policy::observation::{Crop, Frame, key_features, observations};
 use crate::policy::{Encoder, PolicyConfig, PolicyNet, ddim_for, gaussian};
@@ -251,7 +251,7 @@ fn write_checkpoint(dir: &Path, config: &TrainConfig, normalizer: &Normalizer, n
     std::fs::create_dir_all(&tmp)?;
     std::fs::write(tmp.join(POLICY_JSON), serde_json::to_string_pretty(&config.policy)?)?;
     normalizer.save(&tmp.join(NORMALIZER_JSON))?;
-    save_net(net, &tmp.join(MODEL_SAFETENSORS))?;
+    save_net(net, &tmp.join(MODEL_SAFETENSORS), Precision::F16)?;
     if let Some(local) = &config.local_encoder {
         copy_dir(local, &tmp.join(LOCAL_ENCODER_DIR))?;
     }
@@ -498,8 +498,8 @@ fn save_state(dir: &Path, net: &PolicyNet, ema: &Ema<PolicyNet>, optimizer: &bur
     let tmp = dir.with_extension("tmp");
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp)?;
-    save_net(&net.valid(), &tmp.join("net.safetensors"))?;
-    save_net(&ema.model, &tmp.join("ema.safetensors"))?;
+    save_net(&net.valid(), &tmp.join("net.safetensors"), Precision::F32)?;
+    save_net(&ema.model, &tmp.join("ema.safetensors"), Precision::F32)?;
     optimizer.save(tmp.join("optimizer.bpk")).map_err(|e| eyre!("cannot save the optimiser state: {e:?}"))?;
     std::fs::write(tmp.join("progress.json"), serde_json::to_string_pretty(progress)?)?;
     replace_dir(&tmp, dir)
