@@ -214,3 +214,25 @@ fn glue_without_keypoint_tracks_is_refused() {
     let err = format!("{:#}", train(c, &dir.0.join("run"), &Device::flex()).unwrap_err());
     assert!(err.contains("keypoint tracks") && err.contains("glue annotate"), "{err}");
 }
+
+#[test]
+fn missing_or_mismatched_checkpoints_are_clear_errors() {
+    let device = Device::flex();
+    let err = |dir: &Path| format!("{:#}", Policy::load(dir, &device).err().expect("must fail"));
+    let scratch = Scratch::new("bad-checkpoint");
+    assert!(err(&scratch.0).contains("checkpoint folder missing"));
+    // A copy of the shipped checkpoint whose policy.json names another policy: the weights do not fit.
+    std::fs::create_dir_all(&scratch.0).unwrap();
+    let shipped = root().join("checkpoints/stack-block-glue-small");
+    for name in ["model.safetensors", "normalizer.json"] {
+        std::fs::copy(shipped.join(name), scratch.0.join(name)).unwrap();
+    }
+    let config = serde_json::to_string(&PolicyConfig::new(PolicyKind::Dp, ModelSize::Small)).unwrap();
+    std::fs::write(scratch.0.join("policy.json"), config).unwrap();
+    let e = err(&scratch.0);
+    assert!(e.contains("does not fit the policy in policy.json") && e.contains("cond_encoder.weight"), "{e}");
+    std::fs::remove_file(scratch.0.join("model.safetensors")).unwrap();
+    assert!(err(&scratch.0).contains("checkpoint weights missing"));
+    std::fs::write(scratch.0.join("normalizer.json"), "{\"state\": {\"min\": [0], \"max\": [1]}}").unwrap();
+    assert!(err(&scratch.0).contains("normalizer"));
+}

@@ -51,14 +51,14 @@ pub fn load_net(config: &PolicyConfig, path: &Path, device: &Device) -> Result<P
     ensure!(path.is_file(), "checkpoint weights missing: {}", path.display());
     let mut net = PolicyNet::init(config, device)?;
     let mut store = SafetensorsStore::from_file(path).with_from_adapter(FloatCastAdapter::to(DType::F32));
-    let result = net.load_from(&mut store).map_err(|e| eyre!("{e}")).wrap_err_with(|| format!("cannot load {}", path.display()))?;
+    let misfit = |detail: String| {
+        let detail: String = detail.chars().take(600).collect();
+        eyre!("{} does not fit the policy in policy.json: {detail}", path.display())
+    };
+    let result = net.load_from(&mut store).map_err(|e| misfit(e.to_string()))?;
     if !result.missing.is_empty() || !result.errors.is_empty() {
-        bail!(
-            "{} does not fit the policy in policy.json: missing {:?}, errors {:?}",
-            path.display(),
-            result.missing.iter().take(5).collect::<Vec<_>>(),
-            result.errors.iter().take(5).collect::<Vec<_>>()
-        );
+        let missing: Vec<_> = result.missing.iter().take(5).map(|(p, _)| p).collect();
+        return Err(misfit(format!("missing {missing:?}, errors {:?}", result.errors.iter().take(5).collect::<Vec<_>>())));
     }
     Ok(net)
 }
