@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use burn::store::{FloatCastAdapter, ModuleSnapshot, SafetensorsStore};
 use burn::tensor::{DType, Device, Tensor, TensorData};
-use eyre::{Result, WrapErr, bail, ensure, eyre};
+use eyre::{Result, WrapErr, ensure, eyre};
 use image::RgbImage;
 
 use super::config::PolicyConfig;
