@@ -3,7 +3,8 @@
 //!
 //! Dependency direction: `msg` imports nothing of ours; `recording` and `viz` build on `msg`; `sim` on `msg`;
 //! `collect` and `bench` tie the simulator to recordings; `pretrain` trains the frozen local
-//! encoder (`vit`) on simulator frames.
+//! encoder (`vit`) on simulator frames; `track` (point tracking, sec. III-B) scores itself against `sim`'s oracle
+//! tracks.
 
 pub mod bench;
 pub mod collect;
@@ -19,6 +20,7 @@ pub mod pretrain;
 pub mod recording;
 pub mod resnet;
 pub mod sim;
+pub mod track;
 pub mod train;
 pub mod unet;
 pub mod viz;

@@ -1,5 +1,5 @@
 //! `glue`: the command-line front end of the library (record, inspect, render, snapshot, features, pretrain,
-//! train, bench).
+//! train, bench, track).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -186,6 +186,101 @@ enum Command {
         #[arg(long, value_enum, default_value = "cpu")]
         device: DeviceKind,
     },
+    /// Track points through a folder of PNG frames (name order) and write their tracks as JSON
+    /// (`{"tracks": [frame][point] = [x, y, visible]}`, frame 0 included); or, with --eval-sim, score the tracker
+    /// against the simulator's oracle tracks; or, with --bench, measure its frames per second.
+    Track(TrackArgs),
+}
+
+/// `glue track` flags.
+#[derive(clap::Args)]
+struct TrackArgs {
+    /// Folder of the frames, PNG files tracked in file-name order.
+    #[arg(long, required_unless_present_any = ["eval_sim", "bench"], conflicts_with_all = ["eval_sim", "bench"])]
+    frames: Option<PathBuf>,
+    /// JSON list of the query points, `[[x, y], ...]` in pixels of the first frame.
+    #[arg(long, required_unless_present_any = ["eval_sim", "bench"], conflicts_with_all = ["eval_sim", "bench"])]
+    points: Option<PathBuf>,
+    /// Output JSON file.
+    #[arg(long, required_unless_present_any = ["eval_sim", "bench"], conflicts_with_all = ["eval_sim", "bench"])]
+    out: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "klt")]
+    tracker: TrackerKind,
+    /// Run expert episodes of every task, clean and under each OOD variant, and print the tracking quality
+    /// against the oracle tracks as a table.
+    #[arg(long, conflicts_with = "bench")]
+    eval_sim: bool,
+    /// --eval-sim: episodes per task and variant.
+    #[arg(long, default_value_t = 3)]
+    episodes: u64,
+    /// --eval-sim: first episode seed.
+    #[arg(long, default_value_t = 0)]
+    seed_start: u64,
+    /// --eval-sim: strength of the OOD variants.
+    #[arg(long, default_value_t = 0.5)]
+    strength: f32,
+    /// --eval-sim: only these tasks (default: all).
+    #[arg(long, value_delimiter = ',')]
+    tasks: Vec<TaskKind>,
+    /// Print the tracker's frames per second (20 points, 224x224, one thread).
+    #[arg(long)]
+    bench: bool,
+}
+
+/// The point tracker behind `glue track`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum TrackerKind {
+    /// Pyramidal Lucas-Kanade with forward-backward and appearance checks and re-acquisition.
+    Klt,
+}
+
+fn track(args: TrackArgs) -> eyre::Result<()> {
+    let TrackerKind::Klt = args.tracker;
+    let config = glue::track::KltConfig::default();
+    if args.bench {
+        let report = glue::track::bench(400, 5)?;
+        println!(
+            "KLT tracker, {} points at {}x{}, {} frames x 5 runs, one thread: best {:.0} frames/s, median {:.0} frames/s ({:.1}% of point-frames visible); all points lost and searched for: {:.0} frames/s",
+            report.points,
+            report.width,
+            report.height,
+            report.frames,
+            report.frames_per_s,
+            report.median_frames_per_s,
+            100.0 * report.visible_fraction,
+            report.lost_frames_per_s
+        );
+        return Ok(());
+    }
+    if args.eval_sim {
+        eyre::ensure!(args.episodes >= 1, "--episodes: expected at least 1");
+        eyre::ensure!((0.0..=1.0).contains(&args.strength), "--strength: expected a number in [0, 1]");
+        let tasks = if args.tasks.is_empty() { TaskKind::ALL.to_vec() } else { args.tasks.clone() };
+        let rows = glue::track::evaluate_on_sim(&config, &tasks, &Variant::ALL, args.episodes, args.seed_start, args.strength)?;
+        println!(
+            "KLT vs oracle tracks, {} episode(s) per row from seed {}, OOD strength {} (med/p90 px: error where oracle and tracker both say visible; occl P/R: oracle-invisible = positive; kept: oracle-visible point-frames the tracker keeps visible)",
+            args.episodes, args.seed_start, args.strength
+        );
+        print!("{}", glue::track::sim_eval_table(&rows));
+        return Ok(());
+    }
+    let (frames, points, out) = (
+        args.frames.expect("clap requires --frames"),
+        args.points.expect("clap requires --points"),
+        args.out.expect("clap requires --out"),
+    );
+    let queries = glue::track::read_points(&points)?;
+    let tracks = glue::track::track_files(&frames, &queries, &config)?;
+    let visible = tracks.tracks.last().map_or(0, |f| f.iter().filter(|p| p[2] == 1.0).count());
+    std::fs::write(&out, serde_json::to_string(&tracks)?).map_err(|e| eyre::eyre!("--out {}: {e}", out.display()))?;
+    println!(
+        "tracked {} points through {} frames ({} visible in the last); wrote {}",
+        queries.len(),
+        tracks.tracks.len(),
+        visible,
+        out.display()
+    );
+    Ok(())
 }
 
 /// What `glue bench` measures.
@@ -405,6 +500,7 @@ fn run(cli: Cli) -> eyre::Result<bool> {
                 out.join("eval.json").display()
             );
         }
+        Command::Track(args) => track(args)?,
         Command::Bench { suite, repeats, cases, torch, device } => {
             eyre::ensure!(repeats >= 1, "--repeats: expected at least 1");
             match suite {
