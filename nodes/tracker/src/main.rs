@@ -1,0 +1,89 @@
+//! `tracker` node: follows the episode's keypoints every frame with visibility (paper sec. III-B).
+//!
+//! Inputs: `episode` (a start forgets the previous episode's tracks), `image`, `keypoints_init` (the grounding
+//! node's keypoints on the episode's first frame). Output: `keypoints` (`[N, 3]` = x, y, visible, indices stable
+//! for the whole episode) for the init frame and every later frame. Frames that arrive before the init are kept
+//! and tracked as soon as it comes. Settings: none (the tracker is `glue::track::KltTracker` with its documented
+//! defaults). At the end of the run the node prints its per-frame latency (mean, p95).
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use dora_bridge::{Latency, decode, send};
+use dora_node_api::{DoraNode, Event};
+use glue::msg::{EpisodeEvent, Header, Image, Keypoints};
+use glue::track::{KltConfig, KltTracker};
+
+fn rgb(image: Image) -> eyre::Result<image::RgbImage> {
+    let (w, h) = (image.width, image.height);
+    image::RgbImage::from_raw(w, h, image.data).ok_or_else(|| eyre::eyre!("tracker: image is not {w}x{h} rgb8"))
+}
+
+fn main() -> eyre::Result<()> {
+    let (mut node, mut events) = DoraNode::init_from_env()?;
+    let mut episode = 0u64;
+    let mut waiting: BTreeMap<u64, (Header, Image)> = BTreeMap::new();
+    let mut tracker: Option<KltTracker> = None;
+    let mut latency = Latency::default();
+    while let Some(event) = events.recv() {
+        let Event::Input { id, metadata, data } = event else {
+            if matches!(event, Event::Stop(_)) {
+                break;
+            }
+            continue;
+        };
+        match id.as_str() {
+            "episode" => {
+                let (h, event) = decode::<EpisodeEvent>(&metadata, &data)?;
+                if matches!(event, EpisodeEvent::Start { .. }) && h.episode > episode {
+                    episode = h.episode;
+                    waiting.retain(|_, (wh, _)| wh.episode == episode);
+                    tracker = None;
+                }
+            }
+            "keypoints_init" => {
+                let (h, init) = decode::<Keypoints>(&metadata, &data)?;
+                if h.episode < episode {
+                    continue;
+                }
+                if h.episode > episode {
+                    episode = h.episode;
+                    waiting.retain(|_, (wh, _)| wh.episode == episode);
+                }
+                let Some((fh, first)) = waiting.remove(&h.frame) else {
+                    eyre::bail!("tracker: keypoints_init for frame {} of episode {} but its image never came", h.frame, h.episode)
+                };
+                let start = Instant::now();
+                let points: Vec<[f32; 2]> = init.points.iter().map(|p| [p[0], p[1]]).collect();
+                let t = KltTracker::new(KltConfig::default(), &rgb(first)?, &points)?;
+                latency.record(start);
+                send(&mut node, "keypoints", &fh, &Keypoints { points: t.current() })?;
+                tracker = Some(t);
+                waiting.retain(|&f, _| f > h.frame);
+            }
+            "image" => {
+                let (h, image) = decode::<Image>(&metadata, &data)?;
+                if h.episode < episode {
+                    continue;
+                }
+                if h.episode > episode {
+                    episode = h.episode;
+                    waiting.clear();
+                    tracker = None;
+                }
+                waiting.insert(h.frame, (h, image));
+            }
+            other => eyre::bail!("tracker: unexpected input `{other}`"),
+        }
+        if let Some(t) = tracker.as_mut() {
+            while let Some((_, (h, image))) = waiting.pop_first() {
+                let start = Instant::now();
+                let points = t.try_track(&rgb(image)?)?;
+                latency.record(start);
+                send(&mut node, "keypoints", &h, &Keypoints { points })?;
+            }
+        }
+    }
+    eprintln!("tracker: {}", latency.summary());
+    Ok(())
+}
