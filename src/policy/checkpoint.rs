@@ -49,7 +49,13 @@ pub fn save_net(net: &PolicyNet, path: &Path, precision: Precision) -> Result<()
 /// Loads weights saved by [`save_net`] into a network of `config`'s shape; every tensor must be present.
 pub fn load_net(config: &PolicyConfig, path: &Path, device: &Device) -> Result<PolicyNet> {
     ensure!(path.is_file(), "checkpoint weights missing: {}", path.display());
-    let mut net = PolicyNet::init(config, device)?;
+    load_into(PolicyNet::init(config, device)?, path)
+}
+
+/// Loads weights saved by [`save_net`] into `net`, keeping its parameter ids (an EMA copy must share its model's
+/// ids to follow it); every tensor must be present.
+pub fn load_into(mut net: PolicyNet, path: &Path) -> Result<PolicyNet> {
+    ensure!(path.is_file(), "checkpoint weights missing: {}", path.display());
     let mut store = SafetensorsStore::from_file(path).with_from_adapter(FloatCastAdapter::to(DType::F32));
     let misfit = |detail: String| {
         let detail: String = detail.chars().take(600).collect();

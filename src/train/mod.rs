@@ -29,7 +29,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::policy::checkpoint::{LOCAL_ENCODER_DIR, MODEL_SAFETENSORS, NORMALIZER_JSON, POLICY_JSON, Precision, load_net, save_net};
+use crate::policy::checkpoint::{LOCAL_ENCODER_DIR, MODEL_SAFETENSORS, NORMALIZER_JSON, POLICY_JSON, Precision, load_into, load_net, save_net};
 use crate::policy::normalizer::{Normalizer, Range};
 use crate::policy::observation::{Crop, Frame, key_features, observations};
 use crate::policy::{Encoder, PolicyConfig, PolicyNet, ddim_for, gaussian};
@@ -354,7 +354,8 @@ fn run(config: TrainConfig, out: &Path, resume: bool, device: &Device) -> Result
     let (mut net, mut ema, mut optimizer, mut progress_state) = if resume {
         let net = load_net(&config.policy, &state_dir.join("net.safetensors"), &train_device)?;
         let mut ema = Ema::new(&net, config.ema_power, config.ema_max_decay);
-        ema.model = load_net(&config.policy, &state_dir.join("ema.safetensors"), device)?;
+        // Into the EMA's own copy, which shares the model's parameter ids (see `Ema::update`).
+        ema.model = load_into(ema.model, &state_dir.join("ema.safetensors"))?;
         let optimizer = adamw(&config)
             .load(state_dir.join("optimizer.bpk"))
             .map_err(|e| eyre!("--resume: cannot load {}: {e:?}", state_dir.join("optimizer.bpk").display()))?;
@@ -419,7 +420,7 @@ fn run(config: TrainConfig, out: &Path, resume: bool, device: &Device) -> Result
             lr = cosine_with_warmup(config.lr, progress_state.step, config.warmup_steps, total_steps);
             net = optimizer.step(lr, net, grads);
             progress_state.step += 1;
-            ema.update(&net, progress_state.step);
+            ema.update(&net, progress_state.step)?;
             sum += value;
             count += 1;
             last_loss = value;

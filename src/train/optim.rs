@@ -108,14 +108,22 @@ impl<M: Module> Ema<M> {
         Self { model: model.valid(), power, max_decay }
     }
 
-    /// Blends `model`'s weights in after optimisation step `step`; returns the decay used.
-    pub fn update(&mut self, model: &M, step: usize) -> f64 {
+    /// Blends `model`'s weights in after optimisation step `step`; returns the decay used. Errors when the average
+    /// does not hold every parameter of `model` (matched by parameter id: an EMA loaded into a fresh network would
+    /// silently stop following the model).
+    pub fn update(&mut self, model: &M, step: usize) -> eyre::Result<f64> {
         let decay = ema_decay(step, self.power, self.max_decay);
         let mut snapshot = Snapshot(HashMap::new());
         model.visit(&mut snapshot);
+        let mut blend = Blend { model: snapshot.0, decay: decay as f32 };
         let ema = std::mem::replace(&mut self.model, model.valid());
-        self.model = ema.map(&mut Blend { model: snapshot.0, decay: decay as f32 });
-        decay
+        self.model = ema.map(&mut blend);
+        eyre::ensure!(
+            blend.model.is_empty(),
+            "EMA: {} parameters of the model have no counterpart in the average (parameter ids differ)",
+            blend.model.len()
+        );
+        Ok(decay)
     }
 }
 
@@ -170,7 +178,10 @@ mod tests {
         shifted.visit(&mut snapshot);
         let target: HashMap<ParamId, Tensor<1>> = snapshot.0.into_iter().map(|(k, v)| (k, v.add_scalar(2.0))).collect();
         let shifted = shifted.map(&mut Blend { model: target, decay: 0.0 });
-        let decay = ema.update(&shifted, 15);
+        let decay = ema.update(&shifted, 15).unwrap();
+        // An average of an unrelated network (fresh parameter ids) is refused.
+        let mut stranger = Ema::new(&linear(&device), 0.75, 0.9999);
+        assert!(stranger.update(&a, 1).unwrap_err().to_string().contains("parameter ids"));
         let w0: Vec<f32> = a.weight.val().into_data().try_to_vec().unwrap();
         let we: Vec<f32> = ema.model.weight.val().into_data().try_to_vec().unwrap();
         for (x, y) in w0.iter().zip(&we) {
