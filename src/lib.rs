@@ -3,13 +3,14 @@
 //!
 //! Dependency direction: `msg` imports nothing of ours; `recording` and `viz` build on `msg`; `sim` on `msg`;
 //! `collect` and `bench` tie the simulator to recordings; `pretrain` trains the frozen local
-//! encoder (`vit`) on simulator frames.
+//! encoder (`vit`) on simulator frames; `keypoints` extracts the first frame's keypoints with it.
 
 pub mod bench;
 pub mod collect;
 pub mod device;
 pub mod diffusion;
 pub mod fusion;
+pub mod keypoints;
 pub mod model_bench;
 pub mod msg;
 pub mod plot;
