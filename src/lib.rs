@@ -3,8 +3,8 @@
 //!
 //! Dependency direction: `msg` imports nothing of ours; `recording` and `viz` build on `msg`; `sim` on `msg`;
 //! `collect` and `bench` tie the simulator to recordings; `pretrain` trains the frozen local
-//! encoder (`vit`) on simulator frames; `track` (point tracking, sec. III-B) scores itself against `sim`'s oracle
-//! tracks.
+//! encoder (`vit`) on simulator frames; `keypoints` extracts the first frame's keypoints with it; `track` (point
+//! tracking, sec. III-B) scores itself against `sim`'s oracle tracks.
 
 pub mod bench;
 pub mod collect;
@@ -12,6 +12,7 @@ pub mod device;
 pub mod diffusion;
 pub mod eval;
 pub mod fusion;
+pub mod keypoints;
 pub mod model_bench;
 pub mod msg;
 pub mod plot;

@@ -1,8 +1,9 @@
-//! `glue`: the command-line front end of the library (record, inspect, render, snapshot, features, pretrain,
-//! train, bench, track).
+//! `glue`: the command-line front end of the library (record, inspect, render, snapshot, features, keypoints,
+//! track, pretrain, train, eval, bench).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -10,6 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use glue::collect::record_expert;
 use glue::device::DeviceKind;
 use glue::eval::{EvalConfig, Keypoints as EvalKeypoints};
+use glue::keypoints::{FeatureGrid, Grounder, KeypointConfig, KeypointsFile, Mask, OracleGrounder};
 use glue::policy::{ModelSize, PolicyConfig, PolicyKind};
 use glue::pretrain::PretrainConfig;
 use glue::train::{ResumeOverrides, TrainConfig};
@@ -109,6 +111,11 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Extract the first frame's keypoints (paper sec. III-B): object masks from PNGs or from text queries
+    /// (the oracle grounder on a recorded episode's segmentation), K-means on the frozen ViT's per-pixel features
+    /// inside each mask. Writes {"keypoints": [[x, y], ...], "objects": [i, ...], "labels": [...]} (pixel
+    /// centres at +0.5) and an overlay PNG.
+    Keypoints(KeypointsArgs),
     /// Train the frozen local ViT (small configuration) self-supervised on simulator frames, save it as a HF CLIP
     /// folder and report key-point correspondence against a random init.
     Pretrain {
@@ -283,6 +290,47 @@ fn track(args: TrackArgs) -> eyre::Result<()> {
     Ok(())
 }
 
+/// `glue keypoints` flags.
+#[derive(clap::Args)]
+struct KeypointsArgs {
+    /// The first frame (PNG); default: the first tick of --episode.
+    #[arg(long)]
+    image: Option<PathBuf>,
+    /// Object masks (PNG, non-zero pixels inside), one per object.
+    #[arg(long, num_args = 1.., conflicts_with = "text")]
+    masks: Vec<PathBuf>,
+    /// Text queries, one per object (default with --episode and no --masks: the episode's text_query), grounded
+    /// by the oracle grounder on the segmentation of --episode's first tick.
+    #[arg(long, num_args = 1..)]
+    text: Vec<String>,
+    /// A recorded episode (.arrow): its first tick's segmentation and objects ground --text; its image is the
+    /// default --image.
+    #[arg(long)]
+    episode: Option<PathBuf>,
+    /// The frozen encoder, a HF CLIP folder.
+    #[arg(long, default_value = DEFAULT_SMALL_LOCAL_ENCODER)]
+    weights: PathBuf,
+    /// Sub-images per side (the pre-segmentation grid N_grid).
+    #[arg(long, default_value_t = 2)]
+    split: usize,
+    /// Keypoints in total, shared among the objects.
+    #[arg(long, default_value_t = KeypointConfig::default().k)]
+    k: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// The keypoints JSON.
+    #[arg(long)]
+    out: PathBuf,
+    /// The overlay PNG (default: --out with the extension .png).
+    #[arg(long)]
+    overlay: Option<PathBuf>,
+    /// Integer upscaling of the overlay.
+    #[arg(long, default_value_t = 1)]
+    scale: u32,
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: DeviceKind,
+}
+
 /// What `glue bench` measures.
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum Suite {
@@ -377,6 +425,60 @@ fn train_config(args: &TrainArgs) -> TrainConfig {
     config
 }
 
+fn keypoints(args: &KeypointsArgs) -> eyre::Result<()> {
+    let overlay = args.overlay.clone().unwrap_or_else(|| args.out.with_extension("png"));
+    eyre::ensure!(overlay != args.out, "--out {}: the overlay would overwrite it; pass --overlay", args.out.display());
+    let episode = args.episode.as_ref().map(read_episode).transpose()?;
+    let image = match (&args.image, &episode) {
+        (Some(path), _) => {
+            image::open(path).map_err(|e| eyre::eyre!("cannot read image {}: {e}", path.display()))?.into_rgb8()
+        }
+        (None, Some(ep)) => {
+            let tick = ep.ticks.first().ok_or_else(|| eyre::eyre!("--episode: the episode has no ticks"))?;
+            glue::viz::rgb_image(ep.info.width, ep.info.height, &tick.image)?
+        }
+        (None, None) => eyre::bail!("keypoints: pass --image or --episode"),
+    };
+    let (masks, labels) = if !args.masks.is_empty() {
+        let masks = args.masks.iter().map(|p| Mask::load(p)).collect::<eyre::Result<Vec<_>>>()?;
+        (masks, args.masks.iter().map(|p| p.display().to_string()).collect::<Vec<_>>())
+    } else {
+        let ep = episode.as_ref().ok_or_else(|| {
+            eyre::eyre!("keypoints: --text needs --episode (the oracle grounder reads the simulator's segmentation), or pass --masks")
+        })?;
+        let queries = if args.text.is_empty() { ep.info.text_query.clone() } else { args.text.clone() };
+        (OracleGrounder::from_episode(ep)?.ground(&image, &queries)?, queries)
+    };
+    let device = args.device.device();
+    let encoder = glue::vit::GridEncoder::load(&args.weights, args.split, &device)
+        .map_err(|e| eyre::eyre!("--weights {}: {e:#}", args.weights.display()))?;
+    let config = KeypointConfig { k: args.k, seed: args.seed, ..KeypointConfig::default() };
+    glue::keypoints::allocate(&masks.iter().map(Mask::area).collect::<Vec<_>>(), config.k, config.min_per_object)?;
+    let start = Instant::now();
+    let features = FeatureGrid::encode(&encoder, &image, &device)?;
+    let encoded = start.elapsed();
+    let points = glue::keypoints::select_keypoints(&features, &masks, &config)?;
+    let total = start.elapsed();
+    KeypointsFile::new(&points, labels.clone()).save(&args.out)?;
+    glue::viz::save_png(&glue::keypoints::draw_overlay(&image, &masks, &points, args.scale)?, &overlay)?;
+    let counts: Vec<String> = labels
+        .iter()
+        .enumerate()
+        .map(|(i, label)| format!("{label}: {}", points.iter().filter(|p| p.object == i).count()))
+        .collect();
+    println!(
+        "{} keypoints ({}) in {:.0} ms (encoding {:.0} ms, clustering {:.0} ms); wrote {} and {}",
+        points.len(),
+        counts.join(", "),
+        total.as_secs_f64() * 1e3,
+        encoded.as_secs_f64() * 1e3,
+        (total - encoded).as_secs_f64() * 1e3,
+        args.out.display(),
+        overlay.display()
+    );
+    Ok(())
+}
+
 fn record(scene: &Scene, episodes: u64, seed_start: u64, out: &PathBuf) -> eyre::Result<()> {
     let (config, condition) = (scene.config()?, scene.condition()?);
     let bar = ProgressBar::new(episodes).with_style(
@@ -464,6 +566,7 @@ fn run(cli: Cli) -> eyre::Result<bool> {
             glue::vit::features(&weights, &image, &out)?;
             println!("wrote {}", out.display());
         }
+        Command::Keypoints(args) => keypoints(&args)?,
         Command::Pretrain { steps, batch, seed, lr, temperature, episodes, eval_episodes, out } => {
             let config = PretrainConfig { steps, batch, seed, lr, temperature, episodes, ..PretrainConfig::default() };
             pretrain(&config, eval_episodes, &out)?;

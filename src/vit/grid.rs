@@ -46,6 +46,11 @@ impl GridEncoder {
         self.split * self.config.grid_size()
     }
 
+    /// Sub-images per side of the frame (`split x split` sub-images).
+    pub fn split(&self) -> usize {
+        self.split
+    }
+
     /// Feature width `C`.
     pub fn channels(&self) -> usize {
         self.config.hidden_size
