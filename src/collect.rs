@@ -1,6 +1,6 @@
 //! Demonstration collection: the scripted expert driving the simulator in-process, optionally recorded.
 //!
-//! This is the in-process twin of `dataflow.sim.yml` (sim node + expert node + recorder node): the same
+//! This is the in-process twin of `dataflow.expert.yml` (sim node + expert node + recorder node): the same
 //! `Sim`, `Expert` and `EpisodeWriter`, without a dora daemon, for `glue record`, tests and benchmarks.
 
 use std::path::{Path, PathBuf};

@@ -16,7 +16,11 @@ use image::RgbImage;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
+use crate::annotate::first_frame_keypoints;
 use crate::collect::{episode_info, tick};
+use crate::keypoints::OracleGrounder;
+use crate::track::{KltConfig, KltTracker};
+use crate::vit::GridEncoder;
 use crate::policy::Policy;
 use crate::recording::EpisodeWriter;
 use crate::policy::observation::Frame;
@@ -31,6 +35,9 @@ use crate::sim::{EpisodeSpec, Sim, SimConfig};
 pub enum Keypoints {
     /// The simulator's ground-truth point tracks (an upper bound for the perception pipeline).
     Oracle,
+    /// The perception pipeline of the `grounding` and `tracker` nodes: the oracle grounder on the first frame's
+    /// segmentation, K-means keypoints on the local encoder's features, then the KLT tracker.
+    Tracker,
 }
 
 /// One evaluation run.
@@ -50,6 +57,10 @@ pub struct EvalConfig {
     pub record: Option<PathBuf>,
     /// Sampling seed (the DDIM start noise).
     pub seed: u64,
+    /// Keypoints extracted per episode with [`Keypoints::Tracker`] (the grounding node's `K`).
+    pub k: usize,
+    /// The local encoder for keypoint extraction with [`Keypoints::Tracker`] (the grounding node's `WEIGHTS`).
+    pub keypoint_weights: PathBuf,
 }
 
 /// One episode's outcome.
@@ -108,6 +119,10 @@ pub fn wilson_95(k: usize, n: usize) -> [f64; 2] {
 /// Runs `config.episodes` closed-loop episodes and writes `eval.json` (and GIFs) into `out`.
 pub fn evaluate(config: &EvalConfig, out: &Path, device: &Device) -> Result<EvalReport> {
     let policy = Policy::load(&config.checkpoint, device)?;
+    let grid = match config.keypoints {
+        Keypoints::Tracker => Some(GridEncoder::load(&config.keypoint_weights, 2, device)?),
+        Keypoints::Oracle => None,
+    };
     let sim_config = &config.sim;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(config.seed);
     let mut results = Vec::new();
@@ -122,6 +137,7 @@ pub fn evaluate(config: &EvalConfig, out: &Path, device: &Device) -> Result<Eval
         let mut queue = ActionQueue::new(sim_config.control_hz, period_ns / 2);
         let mut frames = Vec::new();
         let mut invalid = 0;
+        let mut tracker: Option<KltTracker> = None;
         let mut writer = match &config.record {
             Some(dir) => Some(EpisodeWriter::create(dir, episode_info(&sim, i))?),
             None => None,
@@ -130,10 +146,23 @@ pub fn evaluate(config: &EvalConfig, out: &Path, device: &Device) -> Result<Eval
             let obs = sim.observe();
             let observed = writer.as_ref().map(|_| obs.clone());
             let t = Instant::now();
-            let keypoints = match config.keypoints {
-                Keypoints::Oracle => obs.oracle_tracks.points.clone(),
+            let image = RgbImage::from_raw(w, h, obs.image.rgb.clone()).ok_or_else(|| eyre::eyre!("frame size"))?;
+            let keypoints = match (config.keypoints, tracker.as_mut()) {
+                (Keypoints::Oracle, _) => obs.oracle_tracks.points.clone(),
+                (Keypoints::Tracker, Some(t)) => t.try_track(&image)?,
+                (Keypoints::Tracker, None) => {
+                    let encoder = grid.as_ref().expect("loaded for the tracker mode");
+                    let objects = episode_info(&sim, i).objects;
+                    let grounder = OracleGrounder::new(objects, w, h, obs.image.instance.clone())?;
+                    let queries = spec.task.text_query();
+                    let init = first_frame_keypoints(&grounder, encoder, &image, &queries, config.k, 0, device)?;
+                    let points: Vec<[f32; 2]> = init.iter().map(|p| [p[0], p[1]]).collect();
+                    let t = KltTracker::new(KltConfig::default(), &image, &points)?;
+                    let current = t.current();
+                    tracker = Some(t);
+                    current
+                }
             };
-            let image = RgbImage::from_raw(w, h, obs.image.rgb).ok_or_else(|| eyre::eyre!("frame size"))?;
             let features = policy.key_features(&image, &keypoints)?;
             let state = obs.robot_state.to_array();
             let frame = Frame {
@@ -159,7 +188,9 @@ pub fn evaluate(config: &EvalConfig, out: &Path, device: &Device) -> Result<Eval
             };
             tick_ms.push(t.elapsed().as_secs_f64() * 1e3);
             if let (Some(w), Some(obs)) = (writer.as_mut(), observed) {
-                w.push(tick(obs, &action))?;
+                let mut row = tick(obs, &action);
+                row.keypoints = Some(crate::msg::Keypoints { points: keypoints.clone() });
+                w.push(row)?;
             }
             if config.video.is_some() {
                 frames.push(image);

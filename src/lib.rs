@@ -6,6 +6,7 @@
 //! encoder (`vit`) on simulator frames; `keypoints` extracts the first frame's keypoints with it; `track` (point
 //! tracking, sec. III-B) scores itself against `sim`'s oracle tracks.
 
+pub mod annotate;
 pub mod bench;
 pub mod collect;
 pub mod device;

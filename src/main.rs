@@ -157,9 +157,15 @@ enum Command {
         /// First scene seed (training demonstrations use 0.., so evaluate on held-out seeds).
         #[arg(long, default_value_t = 1000)]
         seed_start: u64,
-        /// Where GLUE's keypoints come from.
-        #[arg(long, value_enum, default_value = "oracle")]
+        /// Where GLUE's keypoints come from: the simulator's oracle tracks, or grounding + K-means + the tracker.
+        #[arg(long, value_enum, default_value = "tracker")]
         keypoints: EvalKeypoints,
+        /// Keypoints per episode (tracker mode).
+        #[arg(long, default_value_t = 15)]
+        k: usize,
+        /// Local encoder for keypoint extraction (tracker mode).
+        #[arg(long, default_value = "checkpoints/local-vit-small")]
+        keypoint_weights: PathBuf,
         /// Save one GIF per episode into OUT/videos.
         #[arg(long)]
         video: bool,
@@ -173,6 +179,20 @@ enum Command {
         out: PathBuf,
         #[arg(long, value_enum, default_value = "cpu")]
         device: DeviceKind,
+    },
+    /// Run keypoint extraction (oracle grounder on the recorded segmentation, K-means on the local ViT's
+    /// features) and KLT tracking over recordings and store the tracks in their `keypoints` column, in place.
+    Annotate {
+        /// Recordings: .arrow files or folders of them.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// The frozen local encoder (HF CLIP folder).
+        #[arg(long, default_value = "checkpoints/local-vit-small")]
+        weights: PathBuf,
+        #[arg(long, default_value_t = 15)]
+        k: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
     },
     /// Train a diffusion policy (GLUE, GLUE-S or Diffusion Policy) on recorded demonstrations.
     Train(TrainArgs),
@@ -571,8 +591,15 @@ fn run(cli: Cli) -> eyre::Result<bool> {
             let config = PretrainConfig { steps, batch, seed, lr, temperature, episodes, ..PretrainConfig::default() };
             pretrain(&config, eval_episodes, &out)?;
         }
+        Command::Annotate { paths, weights, k, seed } => {
+            let device = burn::tensor::Device::flex();
+            let encoder = glue::vit::GridEncoder::load(&weights, 2, &device)?;
+            for (file, ticks) in glue::annotate::annotate(&paths, &encoder, k, seed, &device)? {
+                println!("{}: {ticks} ticks annotated", file.display());
+            }
+        }
         Command::Train(args) => train(args)?,
-        Command::Eval { checkpoint, scene, episodes, seed_start, keypoints, video, record, seed, out, device } => {
+        Command::Eval { checkpoint, scene, episodes, seed_start, keypoints, k, keypoint_weights, video, record, seed, out, device } => {
             eyre::ensure!(episodes >= 1, "--episodes: expected at least 1");
             let config = EvalConfig {
                 checkpoint,
@@ -585,6 +612,8 @@ fn run(cli: Cli) -> eyre::Result<bool> {
                 video: video.then(|| out.join("videos")),
                 record: record.then(|| out.join("episodes")),
                 seed,
+                k,
+                keypoint_weights,
             };
             let report = glue::eval::evaluate(&config, &out, &device.device())?;
             println!(

@@ -33,7 +33,7 @@ fn temp_dir(name: &str) -> PathBuf {
 fn dataflow(name: &str, dir: &Path, settings: &[(&str, &str)]) -> PathBuf {
     let mut yaml = std::fs::read_to_string(root().join(name)).unwrap();
     let bin = root().join("target/release");
-    for node in ["glue-sim", "glue-expert", "glue-encoder", "glue-policy", "glue-recorder", "glue-replay"] {
+    for node in ["glue-sim", "glue-expert", "glue-grounding", "glue-tracker", "glue-encoder", "glue-policy", "glue-recorder", "glue-replay"] {
         if yaml.contains(node) {
             assert!(bin.join(node).exists(), "{} is missing: build the nodes first (cargo build --release --workspace)", bin.join(node).display());
         }
@@ -84,7 +84,7 @@ fn recorded(out: &Path) -> Vec<Episode> {
 fn sim_dataflow_records_the_same_episodes_as_the_in_process_loop_and_replay_round_trips() {
     let dir = temp_dir("sim");
     let out = dir.join("recordings");
-    let file = dataflow("dataflow.sim.yml", &dir, &[("TASK", "push-button"), ("EPISODES", "2"), ("SEED_START", "40"), ("OUT_DIR", out.to_str().unwrap())]);
+    let file = dataflow("dataflow.expert.yml", &dir, &[("TASK", "push-button"), ("EPISODES", "2"), ("SEED_START", "40"), ("OUT_DIR", out.to_str().unwrap())]);
     let log = dora_run(&file);
     assert!(log.contains("2 episodes in"), "recorder summary missing:\n{log}");
     let episodes = recorded(&out);
@@ -122,22 +122,27 @@ fn sim_dataflow_records_the_same_episodes_as_the_in_process_loop_and_replay_roun
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// The learned policy in the graph (sim -> encoder -> policy -> sim, the shipped GLUE checkpoint) drives the same
-/// episode as `glue eval` in-process: both run `glue::policy::runtime` in lock step with the simulator, so every
+/// The full loop in the graph (sim -> grounding -> tracker -> encoder -> policy -> sim, the shipped GLUE
+/// checkpoint) drives the same episode as `glue eval` in-process: both run the same library code (keypoint
+/// extraction, KLT tracking, `glue::policy::runtime`) in lock step with the simulator, so every keypoint and every
 /// action must be bit-identical.
 #[test]
-fn policy_dataflow_matches_the_in_process_evaluation() {
+fn sim_dataflow_matches_the_in_process_evaluation() {
     let dir = temp_dir("policy");
     let out = dir.join("recordings");
     let checkpoint = root().join("checkpoints/stack-block-glue-small");
+    let weights = root().join("checkpoints/local-vit-small");
     let settings = [
         ("EPISODES", "1"),
         ("SEED_START", "1000"),
+        ("WEIGHTS", weights.to_str().unwrap()),
         ("CHECKPOINT", checkpoint.to_str().unwrap()),
         ("OUT_DIR", out.to_str().unwrap()),
     ];
-    let log = dora_run(&dataflow("dataflow.policy.yml", &dir, &settings));
-    assert!(log.contains("encoder: ") && log.contains("policy: "), "the nodes report their latency:\n{log}");
+    let log = dora_run(&dataflow("dataflow.sim.yml", &dir, &settings));
+    for node in ["grounding", "tracker", "encoder", "policy"] {
+        assert!(log.contains(&format!("{node}: ")), "{node} reports its latency:\n{log}");
+    }
     let graph = recorded(&out).remove(0);
 
     let config = glue::eval::EvalConfig {
@@ -147,16 +152,19 @@ fn policy_dataflow_matches_the_in_process_evaluation() {
         episodes: 1,
         condition: Condition::IN_DOMAIN,
         seed_start: 1000,
-        keypoints: glue::eval::Keypoints::Oracle,
+        keypoints: glue::eval::Keypoints::Tracker,
         video: None,
         record: Some(dir.join("eval")),
         seed: 0,
+        k: 15,
+        keypoint_weights: root().join("checkpoints/local-vit-small"),
     };
     let report = glue::eval::evaluate(&config, &dir.join("eval"), &burn::tensor::Device::flex()).unwrap();
     let in_process = read_episode(&list_episodes(dir.join("eval")).unwrap()[0]).unwrap();
     assert_eq!(report.per_episode[0].success, graph.success);
     assert_eq!(in_process.ticks.len(), graph.ticks.len(), "tick counts differ");
     for (a, b) in graph.ticks.iter().zip(&in_process.ticks) {
+        assert!(a.keypoints.is_some() && a.keypoints == b.keypoints, "frame {}: keypoints differ", a.frame);
         assert!(a.action == b.action && a.image == b.image, "frame {}: the graph and glue eval differ", a.frame);
     }
     std::fs::remove_dir_all(&dir).ok();

@@ -1,0 +1,92 @@
+//! `grounding` node: once per episode, text query -> object masks -> keypoints (paper sec. III-B, eq. 1).
+//!
+//! Inputs: `episode` (the start event carries the text queries and the task objects), `image` and `segmentation`
+//! (the simulator's instance ids, which the oracle grounder turns into masks; a detector + segmenter would need
+//! only the image). On the first frame of each episode it emits `keypoints_init` (`[k, 3]`, all visible) with that
+//! frame's header; later frames are ignored. Settings: `WEIGHTS` (the frozen local encoder, a HF CLIP folder;
+//! default `checkpoints/local-vit-small`), `K` (keypoints, default 15), `SEED` (K-means, default 0). At the end of
+//! the run it prints its latency per episode (mean, p95).
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use dora_bridge::{Latency, decode, env_or, send};
+use dora_node_api::{DoraNode, Event};
+use glue::annotate::first_frame_keypoints;
+use glue::keypoints::OracleGrounder;
+use glue::msg::{EpisodeEvent, Header, Image, Keypoints, ObjectInfo, Segmentation};
+use glue::vit::GridEncoder;
+
+/// What one episode's first frame needs.
+#[derive(Default)]
+struct Pending {
+    start: Option<(Vec<String>, Vec<ObjectInfo>)>,
+    image: Option<(Header, Image)>,
+    segmentation: Option<Segmentation>,
+    done: bool,
+}
+
+fn main() -> eyre::Result<()> {
+    let weights: String = env_or("WEIGHTS", "checkpoints/local-vit-small".to_string())?;
+    let k: usize = env_or("K", 15)?;
+    let seed: u64 = env_or("SEED", 0)?;
+    let device = burn::tensor::Device::flex();
+    let encoder = GridEncoder::load(weights.as_ref(), 2, &device)?;
+    let (mut node, mut events) = DoraNode::init_from_env()?;
+    let mut episodes: BTreeMap<u64, Pending> = BTreeMap::new();
+    let mut latency = Latency::default();
+    while let Some(event) = events.recv() {
+        let Event::Input { id, metadata, data } = event else {
+            if matches!(event, Event::Stop(_)) {
+                break;
+            }
+            continue;
+        };
+        let episode = match id.as_str() {
+            "episode" => {
+                let (h, event) = decode::<EpisodeEvent>(&metadata, &data)?;
+                if let EpisodeEvent::Start { text_query, objects, .. } = event {
+                    episodes.entry(h.episode).or_default().start = Some((text_query, objects));
+                }
+                h.episode
+            }
+            "image" => {
+                let (h, image) = decode::<Image>(&metadata, &data)?;
+                let e = episodes.entry(h.episode).or_default();
+                if e.image.as_ref().is_none_or(|(first, _)| h.frame < first.frame) {
+                    e.image = Some((h, image));
+                }
+                h.episode
+            }
+            "segmentation" => {
+                let (h, seg) = decode::<Segmentation>(&metadata, &data)?;
+                let e = episodes.entry(h.episode).or_default();
+                if e.image.as_ref().is_none_or(|(first, _)| first.frame == h.frame) && e.segmentation.is_none() {
+                    e.segmentation = Some(seg);
+                }
+                h.episode
+            }
+            other => eyre::bail!("grounding: unexpected input `{other}`"),
+        };
+        let e = episodes.get_mut(&episode).expect("inserted above");
+        if e.done {
+            continue;
+        }
+        let (Some((queries, objects)), Some((h, image)), Some(seg)) = (&e.start, &e.image, &e.segmentation) else {
+            continue;
+        };
+        let start = Instant::now();
+        let rgb = image::RgbImage::from_raw(image.width, image.height, image.data.clone())
+            .ok_or_else(|| eyre::eyre!("grounding: image is not {}x{} rgb8", image.width, image.height))?;
+        let grounder = OracleGrounder::new(objects.clone(), seg.width, seg.height, seg.data.clone())?;
+        let points = first_frame_keypoints(&grounder, &encoder, &rgb, queries, k, seed, &device)
+            .map_err(|err| eyre::eyre!("grounding: episode {episode}: {err:#}"))?;
+        latency.record(start);
+        send(&mut node, "keypoints_init", h, &Keypoints { points })?;
+        e.done = true;
+        // Older episodes will not come back.
+        episodes.retain(|&id, _| id >= episode);
+    }
+    eprintln!("grounding: {}", latency.summary().replace("ticks", "episodes"));
+    Ok(())
+}
