@@ -188,4 +188,27 @@ mod tests {
             assert!((y - (x + 2.0 * (1.0 - decay as f32))).abs() < 1e-5, "{x} -> {y} at decay {decay}");
         }
     }
+
+    #[test]
+    fn a_reloaded_average_keeps_following_the_model() {
+        use burn::store::{ModuleSnapshot, SafetensorsStore};
+        let device = Device::flex();
+        let model = linear(&device);
+        let path = std::env::temp_dir().join(format!("glue-ema-{}.safetensors", std::process::id()));
+        model.save_into(&mut SafetensorsStore::from_file(&path).overwrite(true)).unwrap();
+        // As `--resume` does: the model and its average both come back from files.
+        let mut model = linear(&device);
+        model.load_from(&mut SafetensorsStore::from_file(&path)).unwrap();
+        let mut ema = Ema::new(&model, 0.75, 0.9999);
+        ema.model.load_from(&mut SafetensorsStore::from_file(&path)).unwrap();
+        let before: Vec<f32> = ema.model.weight.val().into_data().try_to_vec().unwrap();
+        let mut snapshot = Snapshot(HashMap::new());
+        model.visit(&mut snapshot);
+        let target: HashMap<ParamId, Tensor<1>> = snapshot.0.into_iter().map(|(k, v)| (k, v.add_scalar(2.0))).collect();
+        let moved = model.map(&mut Blend { model: target, decay: 0.0 });
+        ema.update(&moved, 15).unwrap();
+        let after: Vec<f32> = ema.model.weight.val().into_data().try_to_vec().unwrap();
+        std::fs::remove_file(&path).ok();
+        assert!(before.iter().zip(&after).all(|(b, a)| (a - b - 2.0 * 0.125).abs() < 1e-4), "{before:?} -> {after:?}");
+    }
 }
