@@ -112,3 +112,21 @@ impl Latency {
         format!("{} ticks, mean {mean:.1} ms, p95 {p95:.1} ms", sorted.len())
     }
 }
+
+/// One input event: its id, its dora metadata and its data.
+pub struct Input {
+    pub id: DataId,
+    pub metadata: dora_node_api::Metadata,
+    pub data: DoraArray,
+}
+
+/// The next input, skipping other events; `None` once the dataflow stops the node or the stream ends.
+pub fn next_input(events: &mut dora_node_api::EventStream) -> Option<Input> {
+    loop {
+        match events.recv()? {
+            dora_node_api::Event::Input { id, metadata, data } => return Some(Input { id, metadata, data }),
+            dora_node_api::Event::Stop(_) => return None,
+            _ => {}
+        }
+    }
+}

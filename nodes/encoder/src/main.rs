@@ -10,8 +10,8 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use dora_bridge::{Latency, decode, send};
-use dora_node_api::{DoraNode, Event};
+use dora_bridge::{Input, Latency, decode, next_input, send};
+use dora_node_api::DoraNode;
 use glue::msg::{Condition, EpisodeEvent, Header, Image, Keypoints, RobotState};
 use glue::policy::Policy;
 use glue::policy::observation::Frame;
@@ -35,13 +35,7 @@ fn main() -> eyre::Result<()> {
     let mut episode = 0u64;
     let mut pending: BTreeMap<u64, Pending> = BTreeMap::new();
     let mut latency = Latency::default();
-    while let Some(event) = events.recv() {
-        let Event::Input { id, metadata, data } = event else {
-            if matches!(event, Event::Stop(_)) {
-                break;
-            }
-            continue;
-        };
+    while let Some(Input { id, metadata, data }) = next_input(&mut events) {
         let header = match id.as_str() {
             "episode" => {
                 let (h, event) = decode::<EpisodeEvent>(&metadata, &data)?;

@@ -3,8 +3,8 @@
 //! Inputs: `episode` (start events carry the task), `robot_state`, `object_poses` (privileged, from the simulator).
 //! Output: `action` for the frame of the robot state it answers. Settings: `CONTROL_HZ` (default 10).
 
-use dora_bridge::{decode, env_or, send};
-use dora_node_api::{DoraNode, Event};
+use dora_bridge::{Input, decode, env_or, next_input, send};
+use dora_node_api::DoraNode;
 use glue::msg::{EpisodeEvent, Header, ObjectPoses, RobotState};
 use glue::sim::expert::Expert;
 use glue::sim::task::TaskKind;
@@ -42,13 +42,7 @@ fn main() -> eyre::Result<()> {
     let control_hz: f32 = env_or("CONTROL_HZ", 10.0)?;
     let (mut node, mut events) = DoraNode::init_from_env()?;
     let mut current = Episode::default();
-    while let Some(event) = events.recv() {
-        let Event::Input { id, metadata, data } = event else {
-            if matches!(event, Event::Stop(_)) {
-                break;
-            }
-            continue;
-        };
+    while let Some(Input { id, metadata, data }) = next_input(&mut events) {
         match id.as_str() {
             "episode" => {
                 if let (h, EpisodeEvent::Start { task, .. }) = decode::<EpisodeEvent>(&metadata, &data)? {

@@ -10,8 +10,8 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use dora_bridge::{Latency, decode, env_or, send};
-use dora_node_api::{DoraNode, Event};
+use dora_bridge::{Input, Latency, decode, env_or, next_input, send};
+use dora_node_api::DoraNode;
 use glue::annotate::first_frame_keypoints;
 use glue::keypoints::OracleGrounder;
 use glue::msg::{EpisodeEvent, Header, Image, Keypoints, ObjectInfo, Segmentation};
@@ -35,13 +35,7 @@ fn main() -> eyre::Result<()> {
     let (mut node, mut events) = DoraNode::init_from_env()?;
     let mut episodes: BTreeMap<u64, Pending> = BTreeMap::new();
     let mut latency = Latency::default();
-    while let Some(event) = events.recv() {
-        let Event::Input { id, metadata, data } = event else {
-            if matches!(event, Event::Stop(_)) {
-                break;
-            }
-            continue;
-        };
+    while let Some(Input { id, metadata, data }) = next_input(&mut events) {
         let episode = match id.as_str() {
             "episode" => {
                 let (h, event) = decode::<EpisodeEvent>(&metadata, &data)?;

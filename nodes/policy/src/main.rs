@@ -10,8 +10,8 @@
 
 use std::time::Instant;
 
-use dora_bridge::{Latency, decode, env_or, send};
-use dora_node_api::{DoraNode, Event};
+use dora_bridge::{Input, Latency, decode, env_or, next_input, send};
+use dora_node_api::DoraNode;
 use glue::msg::{Action, ActionChunk, Condition, EpisodeEvent, RobotState};
 use glue::policy::Policy;
 use glue::policy::runtime::{ActionQueue, safe_action};
@@ -32,13 +32,7 @@ fn main() -> eyre::Result<()> {
     let mut state: Option<(u64, RobotState)> = None;
     let mut latency = Latency::default();
     let mut holds = 0u64;
-    while let Some(event) = events.recv() {
-        let Event::Input { id, metadata, data } = event else {
-            if matches!(event, Event::Stop(_)) {
-                break;
-            }
-            continue;
-        };
+    while let Some(Input { id, metadata, data }) = next_input(&mut events) {
         match id.as_str() {
             "episode" => {
                 let (h, event) = decode::<EpisodeEvent>(&metadata, &data)?;

@@ -10,8 +10,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use dora_bridge::{decode, env_or};
-use dora_node_api::{DoraArray, DoraNode, Event, Metadata};
+use dora_bridge::{Input, decode, env_or, next_input};
+use dora_node_api::{DoraArray, DoraNode, Metadata};
 use glue::msg::{Action, EpisodeEvent, Header, Image, Keypoints, RobotState, Segmentation};
 use glue::recording::{EpisodeInfo, EpisodeWriter, Tick};
 
@@ -179,13 +179,7 @@ fn main() -> eyre::Result<()> {
     };
     std::fs::create_dir_all(&rec.out_dir)?;
     println!("recorder: writing episodes to {}", rec.out_dir.display());
-    while let Some(event) = events.recv() {
-        let Event::Input { id, metadata, data } = event else {
-            if matches!(event, Event::Stop(_)) {
-                break;
-            }
-            continue;
-        };
+    while let Some(Input { id, metadata, data }) = next_input(&mut events) {
         let (h, part) = if id.as_str() == "episode" {
             let (h, ev) = decode::<EpisodeEvent>(&metadata, &data)?;
             (h, Err(ev))

@@ -9,8 +9,8 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use dora_bridge::{Latency, decode, send};
-use dora_node_api::{DoraNode, Event};
+use dora_bridge::{Input, Latency, decode, next_input, send};
+use dora_node_api::DoraNode;
 use glue::msg::{EpisodeEvent, Header, Image, Keypoints};
 use glue::track::{KltConfig, KltTracker};
 
@@ -25,13 +25,7 @@ fn main() -> eyre::Result<()> {
     let mut waiting: BTreeMap<u64, (Header, Image)> = BTreeMap::new();
     let mut tracker: Option<KltTracker> = None;
     let mut latency = Latency::default();
-    while let Some(event) = events.recv() {
-        let Event::Input { id, metadata, data } = event else {
-            if matches!(event, Event::Stop(_)) {
-                break;
-            }
-            continue;
-        };
+    while let Some(Input { id, metadata, data }) = next_input(&mut events) {
         match id.as_str() {
             "episode" => {
                 let (h, event) = decode::<EpisodeEvent>(&metadata, &data)?;
