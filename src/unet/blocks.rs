@@ -36,7 +36,34 @@ impl Conv1dBlock {
 
     /// `[B, c_in, T] -> [B, c_out, T]`.
     pub(crate) fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        mish(self.norm.forward(self.conv.forward(x)))
+        // Training keeps burn's Conv1d: its backward is faster than that of the stacked product (measured: a
+        // small U-Net training step took 2.3x longer through `same_conv1d`).
+        let y = if x.is_autodiff() { self.conv.forward(x) } else { same_conv1d(&self.conv, x) };
+        mish(self.norm.forward(y))
+    }
+}
+
+/// A stride-1 "same" Conv1d (`padding = k / 2`, odd `k`) as one matrix product: the `k` shifted views of the
+/// zero-padded input stacked into `[B, c_in · k, T]` (im2col) times the weight as `[c_out, c_in · k]`. The same
+/// arithmetic as `Conv1d::forward`; burn's CPU backend runs Conv1d as a direct convolution loop, which profiling
+/// showed to be the U-Net's largest cost at inference, while the product runs on its GEMM kernels (LeRobot-size
+/// U-Net forward: 0.70 s -> 0.13 s on 2 cores).
+fn same_conv1d(conv: &Conv1d, x: Tensor<3>) -> Tensor<3> {
+    let [batch, c_in, t] = x.dims();
+    let [c_out, _, k] = conv.weight.dims();
+    let pad = k / 2;
+    let padded = if pad == 0 { x } else { x.pad([(pad, pad)], 0.0) };
+    let columns = if k == 1 {
+        padded
+    } else {
+        let shifts: Vec<Tensor<3>> = (0..k).map(|i| padded.clone().narrow(2, i, t)).collect();
+        Tensor::stack::<4>(shifts, 2).reshape([batch, c_in * k, t])
+    };
+    let weight = conv.weight.val().reshape([1, c_out, c_in * k]);
+    let out = weight.matmul(columns);
+    match &conv.bias {
+        Some(bias) => out + bias.val().reshape([1, c_out, 1]),
+        None => out,
     }
 }
 
