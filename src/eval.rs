@@ -36,7 +36,8 @@ pub enum Keypoints {
     /// The simulator's ground-truth point tracks (an upper bound for the perception pipeline).
     Oracle,
     /// The perception pipeline of the `grounding` and `tracker` nodes: the oracle grounder on the first frame's
-    /// segmentation, K-means keypoints on the local encoder's features, then the KLT tracker.
+    /// segmentation, K-means keypoints (seed 0, the grounding node's default `SEED`) on the local encoder's
+    /// features, then the KLT tracker.
     Tracker,
 }
 

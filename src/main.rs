@@ -13,7 +13,7 @@ use glue::device::DeviceKind;
 use glue::eval::{EvalConfig, Keypoints as EvalKeypoints};
 use glue::keypoints::{FeatureGrid, Grounder, KeypointConfig, KeypointsFile, Mask, OracleGrounder};
 use glue::policy::{ModelSize, PolicyConfig, PolicyKind};
-use glue::pretrain::PretrainConfig;
+use glue::pretrain::{PretrainConfig, SMALL_LOCAL_ENCODER};
 use glue::train::{ResumeOverrides, TrainConfig};
 use glue::recording::{inspect, read_episode};
 use glue::sim::ood::{Condition, Variant};
@@ -141,7 +141,7 @@ enum Command {
         #[arg(long, default_value_t = 2)]
         eval_episodes: u64,
         /// Output folder (config.json, model.safetensors, preprocessor_config.json, reports).
-        #[arg(long, default_value = "checkpoints/local-vit-small")]
+        #[arg(long, default_value = SMALL_LOCAL_ENCODER)]
         out: PathBuf,
     },
     /// Run a trained policy closed-loop in the simulator and write OUT/eval.json (success rate, 95% Wilson
@@ -164,7 +164,7 @@ enum Command {
         #[arg(long, default_value_t = 15)]
         k: usize,
         /// Local encoder for keypoint extraction (tracker mode).
-        #[arg(long, default_value = "checkpoints/local-vit-small")]
+        #[arg(long, default_value = SMALL_LOCAL_ENCODER)]
         keypoint_weights: PathBuf,
         /// Save one GIF per episode into OUT/videos.
         #[arg(long)]
@@ -187,7 +187,7 @@ enum Command {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
         /// The frozen local encoder (HF CLIP folder).
-        #[arg(long, default_value = "checkpoints/local-vit-small")]
+        #[arg(long, default_value = SMALL_LOCAL_ENCODER)]
         weights: PathBuf,
         #[arg(long, default_value_t = 15)]
         k: usize,
@@ -328,7 +328,7 @@ struct KeypointsArgs {
     #[arg(long)]
     episode: Option<PathBuf>,
     /// The frozen encoder, a HF CLIP folder.
-    #[arg(long, default_value = DEFAULT_SMALL_LOCAL_ENCODER)]
+    #[arg(long, default_value = SMALL_LOCAL_ENCODER)]
     weights: PathBuf,
     /// Sub-images per side (the pre-segmentation grid N_grid).
     #[arg(long, default_value_t = 2)]
@@ -405,8 +405,6 @@ struct TrainArgs {
     device: DeviceKind,
 }
 
-/// Where `glue pretrain` writes the small local encoder by default (shipped in the repository).
-const DEFAULT_SMALL_LOCAL_ENCODER: &str = "checkpoints/local-vit-small";
 
 fn train(args: TrainArgs) -> eyre::Result<()> {
     let device = args.device.device();
@@ -431,7 +429,7 @@ fn train_config(args: &TrainArgs) -> TrainConfig {
     let mut config = TrainConfig::new(policy, args.data.clone());
     if kind.uses_key_patches() {
         config.local_encoder = args.local_encoder.clone().or_else(|| {
-            (args.config == ModelSize::Small).then(|| PathBuf::from(DEFAULT_SMALL_LOCAL_ENCODER))
+            (args.config == ModelSize::Small).then(|| PathBuf::from(SMALL_LOCAL_ENCODER))
         });
     }
     config.global_init = args.global_init.clone();

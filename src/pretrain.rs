@@ -98,6 +98,10 @@ use crate::viz::{PointStyle, draw_points};
 /// First seed of the held-out evaluation episodes (training episodes use seeds `0..episodes`).
 pub const EVAL_SEED_START: u64 = 1_000_000;
 
+/// Where the repository ships the `small` configuration's local encoder (the default of `glue pretrain --out` and
+/// of every command and node that needs the encoder).
+pub const SMALL_LOCAL_ENCODER: &str = "checkpoints/local-vit-small";
+
 /// A match within this many pixels of the truth counts as correct.
 pub const WITHIN_PX: f32 = 16.0;
 

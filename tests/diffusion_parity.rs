@@ -6,13 +6,15 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
-use burn::store::{ModuleStore, SafetensorsStore, bridge};
 use burn::tensor::{Device, Tensor, TensorData};
 use glue::diffusion::{
     BetaSchedule, DdimScheduler, DdimSchedulerConfig, DdpmScheduler, DdpmSchedulerConfig, PredictionType,
 };
 use glue::unet::ConditionalUnet1dConfig;
 use serde::Deserialize;
+
+mod common;
+use common::{Array, max_abs_err};
 
 /// U-Net tolerance: max abs error relative to `max(1, max |reference|)`.
 const UNET_TOL: f32 = 1e-4;
@@ -27,50 +29,12 @@ fn device() -> Device {
     Device::flex()
 }
 
-/// A float array from a fixture file: values and shape.
-struct Array {
-    values: Vec<f32>,
-    shape: Vec<usize>,
-}
-
-impl Array {
-    fn tensor<const D: usize>(&self) -> Tensor<D> {
-        Tensor::from_data(TensorData::new(self.values.clone(), self.shape.clone()), &device())
-    }
-
-    /// The `i`-th slice along axis 0.
-    fn index(&self, i: usize) -> Array {
-        let len: usize = self.shape[1..].iter().product();
-        Array { values: self.values[i * len..(i + 1) * len].to_vec(), shape: self.shape[1..].to_vec() }
-    }
-}
-
 fn read_arrays(name: &str) -> BTreeMap<String, Array> {
-    let mut store = SafetensorsStore::from_file(fixtures().join(name));
-    store
-        .get_all_tensors()
-        .unwrap()
-        .iter()
-        .map(|(k, t)| {
-            let data = bridge::to_data(t).unwrap();
-            let shape = data.shape().to_vec();
-            (k.clone(), Array { values: data.try_into_vec_as::<f32>().unwrap(), shape })
-        })
-        .collect()
+    common::read_arrays(&fixtures().join(name))
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(name: &str) -> T {
-    serde_json::from_str(&std::fs::read_to_string(fixtures().join(name)).unwrap()).unwrap()
-}
-
-fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data().try_into_vec_as::<f32>().unwrap()
-}
-
-/// Max abs difference, after checking the shapes agree.
-fn max_abs_err<const D: usize>(got: Tensor<D>, want: &Array) -> f32 {
-    assert_eq!(got.dims().as_slice(), want.shape.as_slice(), "shape");
-    values(got).iter().zip(&want.values).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max)
+    common::read_json(&fixtures().join(name))
 }
 
 #[derive(Deserialize)]

@@ -7,10 +7,12 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use burn::module::Module;
-use burn::store::{ModuleStore, SafetensorsStore, bridge};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::Device;
 use glue::resnet::{ResNetEncoder, ResNetEncoderConfig};
 use serde::Deserialize;
+
+mod common;
+use common::{Array, max_abs_err};
 
 /// Max abs error allowed against LeRobot's output.
 const TOL: f32 = 1e-4;
@@ -23,34 +25,12 @@ fn device() -> Device {
     Device::flex()
 }
 
-/// A float array from a fixture file: values and shape.
-struct Array {
-    values: Vec<f32>,
-    shape: Vec<usize>,
-}
-
-impl Array {
-    fn tensor<const D: usize>(&self) -> Tensor<D> {
-        Tensor::from_data(TensorData::new(self.values.clone(), self.shape.clone()), &device())
-    }
-}
-
 fn read_arrays(name: &str) -> BTreeMap<String, Array> {
-    let mut store = SafetensorsStore::from_file(fixtures().join(name));
-    store
-        .get_all_tensors()
-        .unwrap()
-        .iter()
-        .map(|(k, t)| {
-            let data = bridge::to_data(t).unwrap();
-            let shape = data.shape().to_vec();
-            (k.clone(), Array { values: data.try_into_vec_as::<f32>().unwrap(), shape })
-        })
-        .collect()
+    common::read_arrays(&fixtures().join(name))
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(name: &str) -> T {
-    serde_json::from_str(&std::fs::read_to_string(fixtures().join(name)).unwrap()).unwrap()
+    common::read_json(&fixtures().join(name))
 }
 
 #[derive(Deserialize)]
@@ -65,13 +45,6 @@ fn load_fixture_encoder() -> (ResNetEncoder, Case) {
         ResNetEncoder::load_lerobot(&case.config, &fixtures().join("encoder_w16.safetensors"), &case.prefix, &device())
             .unwrap();
     (model, case)
-}
-
-/// Max abs difference, after checking the shapes agree.
-fn max_abs_err(got: Tensor<2>, want: &Array) -> f32 {
-    assert_eq!(got.dims().as_slice(), want.shape.as_slice(), "shape");
-    let got = got.into_data().try_to_vec::<f32>().unwrap();
-    got.iter().zip(&want.values).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max)
 }
 
 #[test]

@@ -27,7 +27,7 @@ struct Pending {
 }
 
 fn main() -> eyre::Result<()> {
-    let weights: String = env_or("WEIGHTS", "checkpoints/local-vit-small".to_string())?;
+    let weights: String = env_or("WEIGHTS", glue::pretrain::SMALL_LOCAL_ENCODER.to_string())?;
     let k: usize = env_or("K", 15)?;
     let seed: u64 = env_or("SEED", 0)?;
     let device = burn::tensor::Device::flex();
