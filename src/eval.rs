@@ -11,9 +11,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::tensor::Device;
-use eyre::{Result, WrapErr};
+use eyre::{Result, WrapErr, ensure};
 use image::RgbImage;
 use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::annotate::first_frame_keypoints;
@@ -27,7 +28,7 @@ use crate::policy::observation::Frame;
 use crate::policy::runtime::{ActionQueue, ConditionBuffer, safe_action};
 use crate::sim::ood::Condition;
 use crate::sim::task::TaskKind;
-use crate::sim::{EpisodeSpec, Sim, SimConfig};
+use crate::sim::{EpisodeSpec, Observation, Sim, SimConfig};
 
 /// Where GLUE's keypoints come from in the loop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -56,12 +57,14 @@ pub struct EvalConfig {
     pub video: Option<PathBuf>,
     /// Record every episode (Arrow, as `glue record` does) into this folder.
     pub record: Option<PathBuf>,
-    /// Sampling seed (the DDIM start noise).
+    /// Sampling seed (the DDIM start noise): episode `i` draws from `seed + i`.
     pub seed: u64,
     /// Keypoints extracted per episode with [`Keypoints::Tracker`] (the grounding node's `K`).
     pub k: usize,
     /// The local encoder for keypoint extraction with [`Keypoints::Tracker`] (the grounding node's `WEIGHTS`).
     pub keypoint_weights: PathBuf,
+    /// Episodes run in lockstep, batched through the policy.
+    pub parallel: usize,
 }
 
 /// One episode's outcome.
@@ -77,7 +80,7 @@ pub struct EpisodeResult {
 /// Latency of the policy, ms.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Latency {
-    /// Per chunk: DDIM sampling (every `n_action_steps` ticks).
+    /// Per chunk: DDIM sampling (every `n_action_steps` ticks; per batched run with `parallel` > 1).
     pub chunk_mean_ms: f64,
     pub chunk_p95_ms: f64,
     /// Per control tick: keypoint features, encoding, and sampling when a chunk is due (what bounds the loop
@@ -95,11 +98,15 @@ pub struct EvalReport {
     pub variant: String,
     pub strength: f32,
     pub keypoints: Keypoints,
+    /// Keypoints extracted per episode in [`Keypoints::Tracker`] mode.
+    pub k: usize,
     pub episodes: usize,
     pub successes: usize,
     pub success_rate: f64,
     /// 95% Wilson score interval of the success rate.
     pub wilson_95: [f64; 2],
+    /// Episodes run in lockstep (the latency figures are per batched tick and per batched chunk).
+    pub parallel: usize,
     pub latency: Latency,
     pub per_episode: Vec<EpisodeResult>,
 }
@@ -117,98 +124,188 @@ pub fn wilson_95(k: usize, n: usize) -> [f64; 2] {
     [(centre - half).max(0.0), (centre + half).min(1.0)]
 }
 
+/// One episode in flight.
+struct Episode {
+    index: u64,
+    spec: EpisodeSpec,
+    sim: Sim,
+    buffer: ConditionBuffer,
+    queue: ActionQueue,
+    /// The episode's own sampling noise (seed `config.seed + index`), so a result does not depend on which
+    /// episodes share its batch.
+    rng: ChaCha8Rng,
+    tracker: Option<KltTracker>,
+    writer: Option<EpisodeWriter>,
+    frames: Vec<RgbImage>,
+    invalid: u32,
+    /// This tick's observation, camera image and keypoints.
+    current: Option<(Observation, RgbImage, Vec<[f32; 3]>)>,
+}
+
+/// Runs `f` on every item, the items split over the machine's cores (the simulator's render and physics and the
+/// tracker are per-episode CPU work).
+fn for_each_parallel<T: Send>(items: &mut [&mut T], f: impl Fn(&mut T) -> Result<()> + Sync) -> Result<()> {
+    let threads = std::thread::available_parallelism().map_or(1, usize::from).min(items.len()).max(1);
+    let per = items.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .chunks_mut(per.max(1))
+            .map(|chunk| scope.spawn(|| chunk.iter_mut().try_for_each(|item| f(item))))
+            .collect();
+        handles.into_iter().try_for_each(|h| h.join().map_err(|_| eyre::eyre!("an evaluation worker panicked"))?)
+    })
+}
+
 /// Runs `config.episodes` closed-loop episodes and writes `eval.json` (and GIFs) into `out`.
+///
+/// Episodes run `config.parallel` at a time in lockstep: one batched encoder pass and one batched DDIM run per
+/// control tick serve them all (the vectorised environments of policy evaluation), the per-episode simulation and
+/// tracking spread over the cores. Each episode draws its own sampling noise, so its actions are those of a
+/// one-at-a-time run up to the float rounding of batched kernels.
 pub fn evaluate(config: &EvalConfig, out: &Path, device: &Device) -> Result<EvalReport> {
+    ensure!(config.parallel > 0, "--parallel must be at least 1");
     let policy = Policy::load(&config.checkpoint, device)?;
     let grid = match config.keypoints {
         Keypoints::Tracker => Some(GridEncoder::load(&config.keypoint_weights, 2, device)?),
         Keypoints::Oracle => None,
     };
     let sim_config = &config.sim;
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(config.seed);
+    let (w, h) = (sim_config.width, sim_config.height);
+    let period_ns = (1e9 / f64::from(sim_config.control_hz)) as u64;
     let mut results = Vec::new();
     let (mut chunk_ms, mut tick_ms) = (Vec::new(), Vec::new());
     std::fs::create_dir_all(out).wrap_err_with(|| format!("cannot create {}", out.display()))?;
-    for i in 0..config.episodes {
-        let spec = EpisodeSpec { task: config.task, seed: config.seed_start + i, condition: config.condition };
-        let mut sim = Sim::new(sim_config, spec);
-        let (w, h) = (sim_config.width, sim_config.height);
-        let mut buffer = ConditionBuffer::new(policy.config.n_obs_steps);
-        let period_ns = (1e9 / f64::from(sim_config.control_hz)) as u64;
-        let mut queue = ActionQueue::new(sim_config.control_hz, period_ns / 2);
-        let mut frames = Vec::new();
-        let mut invalid = 0;
-        let mut tracker: Option<KltTracker> = None;
-        let mut writer = match &config.record {
-            Some(dir) => Some(EpisodeWriter::create(dir, episode_info(&sim, i))?),
-            None => None,
-        };
-        while !sim.done() {
-            let obs = sim.observe();
-            let observed = writer.as_ref().map(|_| obs.clone());
+    let indices: Vec<u64> = (0..config.episodes).collect();
+    for group in indices.chunks(config.parallel) {
+        let mut episodes = Vec::with_capacity(group.len());
+        for &index in group {
+            let spec = EpisodeSpec { task: config.task, seed: config.seed_start + index, condition: config.condition };
+            let sim = Sim::new(sim_config, spec);
+            let writer = match &config.record {
+                Some(dir) => Some(EpisodeWriter::create(dir, episode_info(&sim, index))?),
+                None => None,
+            };
+            episodes.push(Episode {
+                index,
+                spec,
+                sim,
+                buffer: ConditionBuffer::new(policy.config.n_obs_steps),
+                queue: ActionQueue::new(sim_config.control_hz, period_ns / 2),
+                rng: ChaCha8Rng::seed_from_u64(config.seed.wrapping_add(index)),
+                tracker: None,
+                writer,
+                frames: Vec::new(),
+                invalid: 0,
+                current: None,
+            });
+        }
+        loop {
+            let mut active: Vec<&mut Episode> = episodes.iter_mut().filter(|e| !e.sim.done()).collect();
+            if active.is_empty() {
+                break;
+            }
             let t = Instant::now();
-            let image = RgbImage::from_raw(w, h, obs.image.rgb.clone()).ok_or_else(|| eyre::eyre!("frame size"))?;
-            let keypoints = match (config.keypoints, tracker.as_mut()) {
-                (Keypoints::Oracle, _) => obs.oracle_tracks.points.clone(),
-                (Keypoints::Tracker, Some(t)) => t.try_track(&image)?,
-                (Keypoints::Tracker, None) => {
-                    let encoder = grid.as_ref().expect("loaded for the tracker mode");
-                    let objects = episode_info(&sim, i).objects;
-                    let grounder = OracleGrounder::new(objects, w, h, obs.image.instance.clone())?;
-                    let queries = spec.task.text_query();
-                    let init = first_frame_keypoints(&grounder, encoder, &image, &queries, config.k, 0, device)?;
-                    let points: Vec<[f32; 2]> = init.iter().map(|p| [p[0], p[1]]).collect();
-                    let t = KltTracker::new(KltConfig::default(), &image, &points)?;
-                    let current = t.current();
-                    tracker = Some(t);
-                    current
+            // Observe and track (per episode, in parallel); a new episode first extracts its keypoints.
+            for_each_parallel(&mut active, |e| {
+                let obs = e.sim.observe();
+                let image = RgbImage::from_raw(w, h, obs.image.rgb.clone()).ok_or_else(|| eyre::eyre!("frame size"))?;
+                let keypoints = match (config.keypoints, e.tracker.as_mut()) {
+                    (Keypoints::Oracle, _) => obs.oracle_tracks.points.clone(),
+                    (Keypoints::Tracker, Some(t)) => t.try_track(&image)?,
+                    (Keypoints::Tracker, None) => Vec::new(),
+                };
+                e.current = Some((obs, image, keypoints));
+                Ok(())
+            })?;
+            for e in active.iter_mut().filter(|e| config.keypoints == Keypoints::Tracker && e.tracker.is_none()) {
+                let encoder = grid.as_ref().expect("loaded for the tracker mode");
+                let (obs, image, keypoints) = e.current.as_mut().expect("observed above");
+                let grounder = OracleGrounder::new(episode_info(&e.sim, e.index).objects, w, h, obs.image.instance.clone())?;
+                let init = first_frame_keypoints(&grounder, encoder, image, &e.spec.task.text_query(), config.k, 0, device)?;
+                let points: Vec<[f32; 2]> = init.iter().map(|p| [p[0], p[1]]).collect();
+                let tracker = KltTracker::new(KltConfig::default(), &*image, &points)?;
+                *keypoints = tracker.current();
+                e.tracker = Some(tracker);
+            }
+            // One batched encoder pass for every episode's frame.
+            let current: Vec<&(Observation, RgbImage, Vec<[f32; 3]>)> =
+                active.iter().map(|e| e.current.as_ref().expect("observed above")).collect();
+            let images: Vec<&RgbImage> = current.iter().map(|c| &c.1).collect();
+            let keypoints: Vec<Vec<[f32; 3]>> = current.iter().map(|c| c.2.clone()).collect();
+            let features = policy.key_features_batch(&images, &keypoints)?;
+            let states: Vec<Vec<f32>> = current.iter().map(|c| c.0.robot_state.to_array().to_vec()).collect();
+            let frames: Vec<Frame<'_>> = (0..current.len())
+                .map(|j| Frame {
+                    image: images[j].as_raw(),
+                    width: w,
+                    height: h,
+                    state: &states[j],
+                    keypoints: &keypoints[j],
+                    key_features: features.as_ref().map(|f| f[j].as_slice()),
+                })
+                .collect();
+            let steps = policy.step_conditions(&frames)?;
+            drop(frames);
+            // One batched DDIM run for the episodes whose action queue ran dry.
+            let mut conditions = Vec::with_capacity(active.len());
+            let mut due = Vec::new();
+            for (j, (e, step)) in active.iter_mut().zip(steps).enumerate() {
+                conditions.push(e.buffer.push(step));
+                let now = e.current.as_ref().expect("observed above").0.timestamp_ns;
+                if e.queue.needs_chunk(now) {
+                    due.push(j);
                 }
-            };
-            let features = policy.key_features(&image, &keypoints)?;
-            let state = obs.robot_state.to_array();
-            let frame = Frame {
-                image: image.as_raw(),
-                width: w,
-                height: h,
-                state: &state,
-                keypoints: &keypoints,
-                key_features: features.as_deref(),
-            };
-            let condition = buffer.push(policy.step_condition(&frame)?);
-            if queue.needs_chunk(obs.timestamp_ns) {
+            }
+            if !due.is_empty() {
                 let t = Instant::now();
-                queue.push_chunk(obs.timestamp_ns, &policy.plan(&condition, &mut rng)?);
+                let mut rngs: Vec<ChaCha8Rng> = due.iter().map(|&j| active[j].rng.clone()).collect();
+                let refs: Vec<&[f32]> = due.iter().map(|&j| conditions[j].as_slice()).collect();
+                let chunks = policy.plan_batch(&refs, &mut rngs)?;
+                for ((&j, chunk), rng) in due.iter().zip(chunks).zip(rngs) {
+                    let now = active[j].current.as_ref().expect("observed above").0.timestamp_ns;
+                    active[j].queue.push_chunk(now, &chunk);
+                    active[j].rng = rng;
+                }
                 chunk_ms.push(t.elapsed().as_secs_f64() * 1e3);
             }
-            let action = match queue.next(obs.timestamp_ns).map(safe_action) {
-                Some(Ok(action)) => action,
-                _ => {
-                    invalid += 1;
-                    sim.hold_action()
+            // Act (every command through `safe_action`), record, and step the simulations.
+            let video = config.video.is_some();
+            for_each_parallel(&mut active, |e| {
+                let (obs, image, keypoints) = e.current.take().expect("observed above");
+                let action = match e.queue.next(obs.timestamp_ns).map(safe_action) {
+                    Some(Ok(action)) => action,
+                    _ => {
+                        e.invalid += 1;
+                        e.sim.hold_action()
+                    }
+                };
+                if let Some(writer) = e.writer.as_mut() {
+                    let mut row = tick(obs, &action);
+                    row.keypoints = Some(crate::msg::Keypoints { points: keypoints });
+                    writer.push(row)?;
                 }
-            };
+                if video {
+                    e.frames.push(image);
+                }
+                e.sim.step(&action);
+                Ok(())
+            })?;
             tick_ms.push(t.elapsed().as_secs_f64() * 1e3);
-            if let (Some(w), Some(obs)) = (writer.as_mut(), observed) {
-                let mut row = tick(obs, &action);
-                row.keypoints = Some(crate::msg::Keypoints { points: keypoints.clone() });
-                w.push(row)?;
+        }
+        for e in episodes {
+            let success = e.sim.success();
+            if let Some(writer) = e.writer {
+                writer.finish(success)?;
             }
-            if config.video.is_some() {
-                frames.push(image);
+            let result = EpisodeResult { seed: e.spec.seed, success, ticks: e.sim.frame(), invalid_actions: e.invalid };
+            eprintln!("episode {} (seed {}): {} in {} ticks", e.index, e.spec.seed, if success { "success" } else { "failure" }, result.ticks);
+            if let Some(dir) = &config.video {
+                let name = format!("{}-{}-seed{:06}.gif", config.task.name(), config.condition.variant.name(), e.spec.seed);
+                std::fs::create_dir_all(dir)?;
+                crate::viz::save_gif(e.frames.into_iter().map(Ok), 10, &dir.join(name))?;
             }
-            sim.step(&action);
+            results.push(result);
         }
-        if let Some(w) = writer {
-            w.finish(sim.success())?;
-        }
-        let result = EpisodeResult { seed: spec.seed, success: sim.success(), ticks: sim.frame(), invalid_actions: invalid };
-        eprintln!("episode {} (seed {}): {} in {} ticks", i, spec.seed, if result.success { "success" } else { "failure" }, result.ticks);
-        if let Some(dir) = &config.video {
-            let path = dir.join(format!("{}-{}-seed{:06}.gif", config.task.name(), config.condition.variant.name(), spec.seed));
-            std::fs::create_dir_all(dir)?;
-            crate::viz::save_gif(frames.into_iter().map(Ok), 10, &path)?;
-        }
-        results.push(result);
     }
     let successes = results.iter().filter(|r| r.success).count();
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
@@ -224,10 +321,12 @@ pub fn evaluate(config: &EvalConfig, out: &Path, device: &Device) -> Result<Eval
         variant: config.condition.variant.name().to_string(),
         strength: config.condition.strength,
         keypoints: config.keypoints,
+        k: config.k,
         episodes: results.len(),
         successes,
         success_rate: successes as f64 / results.len().max(1) as f64,
         wilson_95: wilson_95(successes, results.len()),
+        parallel: config.parallel,
         latency: Latency {
             chunk_mean_ms: mean(&chunk_ms),
             chunk_p95_ms: p95(&chunk_ms),

@@ -20,6 +20,7 @@ pub mod plot;
 pub mod policy;
 pub mod pretrain;
 pub mod recording;
+pub mod report;
 pub mod resnet;
 pub mod sim;
 pub mod track;

@@ -172,9 +172,12 @@ enum Command {
         /// Record the episodes (Arrow files, as `glue record` writes them) into OUT/episodes.
         #[arg(long)]
         record: bool,
-        /// Seed of the sampling noise.
+        /// Seed of the sampling noise (episode i draws from seed + i).
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Episodes run in lockstep, batched through the policy (vectorised evaluation; use 10-50 on a GPU).
+        #[arg(long, default_value_t = 1)]
+        parallel: usize,
         #[arg(long)]
         out: PathBuf,
         #[arg(long, value_enum, default_value = "cpu")]
@@ -196,6 +199,14 @@ enum Command {
     },
     /// Train a diffusion policy (GLUE, GLUE-S or Diffusion Policy) on recorded demonstrations.
     Train(TrainArgs),
+    /// The study's tables (OUT/tables.md) and plots (OUT/success-TASK.png) from the eval.json files and training
+    /// runs under STUDY (as `scripts/study.sh` lays them out).
+    Report {
+        #[arg(long, default_value = "out/study")]
+        study: PathBuf,
+        #[arg(long, default_value = "docs/results")]
+        out: PathBuf,
+    },
     /// Measure throughput and print a table: the simulator and recorder (`--suite sim`) or the models
     /// (`--suite models`, same shapes as benches/torch_reference.py).
     Bench {
@@ -401,6 +412,9 @@ struct TrainArgs {
     checkpoint_every: Option<usize>,
     #[arg(long)]
     val_fraction: Option<f32>,
+    /// Wall-clock budget of this invocation in minutes: the epochs (and the cosine schedule) shrink to what fits.
+    #[arg(long)]
+    max_minutes: Option<f64>,
     #[arg(long, value_enum, default_value = "cpu")]
     device: DeviceKind,
 }
@@ -409,7 +423,7 @@ struct TrainArgs {
 fn train(args: TrainArgs) -> eyre::Result<()> {
     let device = args.device.device();
     let report = if args.resume {
-        glue::train::resume(&args.out, ResumeOverrides { epochs: args.epochs, lr: args.lr }, &device)?
+        glue::train::resume(&args.out, ResumeOverrides { epochs: args.epochs, lr: args.lr, max_minutes: args.max_minutes }, &device)?
     } else {
         glue::train::train(train_config(&args), &args.out, &device)?
     };
@@ -440,6 +454,7 @@ fn train_config(args: &TrainArgs) -> TrainConfig {
     config.seed = args.seed.unwrap_or(config.seed);
     config.checkpoint_every = args.checkpoint_every.unwrap_or(config.checkpoint_every);
     config.val_fraction = args.val_fraction.unwrap_or(config.val_fraction);
+    config.max_minutes = args.max_minutes;
     config
 }
 
@@ -597,7 +612,7 @@ fn run(cli: Cli) -> eyre::Result<bool> {
             }
         }
         Command::Train(args) => train(args)?,
-        Command::Eval { checkpoint, scene, episodes, seed_start, keypoints, k, keypoint_weights, video, record, seed, out, device } => {
+        Command::Eval { checkpoint, scene, episodes, seed_start, keypoints, k, keypoint_weights, video, record, seed, parallel, out, device } => {
             eyre::ensure!(episodes >= 1, "--episodes: expected at least 1");
             let config = EvalConfig {
                 checkpoint,
@@ -612,6 +627,7 @@ fn run(cli: Cli) -> eyre::Result<bool> {
                 seed,
                 k,
                 keypoint_weights,
+                parallel,
             };
             let report = glue::eval::evaluate(&config, &out, &device.device())?;
             println!(
@@ -631,6 +647,10 @@ fn run(cli: Cli) -> eyre::Result<bool> {
             );
         }
         Command::Track(args) => track(args)?,
+        Command::Report { study, out } => {
+            print!("{}", glue::report::write(&study, &out)?);
+            println!("wrote {0}/tables.md and {0}/success-*.png", out.display());
+        }
         Command::Bench { suite, repeats, cases, torch, device } => {
             eyre::ensure!(repeats >= 1, "--repeats: expected at least 1");
             match suite {

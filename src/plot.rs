@@ -53,6 +53,8 @@ pub struct BarChart {
     pub groups: Vec<String>,
     /// `(legend label, one value per group)`; missing or non-finite values leave a gap.
     pub series: Vec<(String, Vec<f64>)>,
+    /// Optional whiskers `[low, high]` per series and group (e.g. a 95% interval), shaped like `series`.
+    pub intervals: Vec<Vec<[f64; 2]>>,
 }
 
 /// Default [`LineChart::save_png`] / [`BarChart::save_png`] size in pixels.
@@ -327,7 +329,8 @@ impl LineChart {
 
 impl BarChart {
     fn layout(&self, w: u32, h: u32) -> (Axes, Vec<(f64, String)>) {
-        let values = self.series.iter().flat_map(|s| &s.1).copied().filter(|v| v.is_finite());
+        let whiskers = self.intervals.iter().flatten().flat_map(|w| *w);
+        let values = self.series.iter().flat_map(|s| &s.1).copied().chain(whiskers).filter(|v| v.is_finite());
         let (lo, hi) = finite_range(values.chain([0.0]));
         let pad = (hi - lo) * 0.08;
         let ticks = linear_ticks(if lo < 0.0 { lo - pad } else { lo }, if hi > 0.0 { hi + pad } else { hi }, 6);
@@ -353,8 +356,17 @@ impl BarChart {
                 let (y0, y1) = (axes.py(0.0).min(axes.py(v)), axes.py(0.0).max(axes.py(v)));
                 let (w, h) = ((x1 - x0).round() as i64 - 2, (y1 - y0).round() as i64);
                 fill(&mut img, x0.round() as i64 + 1, y0.round() as i64, w, h, color(i));
+                let whisker = self.intervals.get(i).and_then(|w| w.get(g)).filter(|w| w.iter().all(|v| v.is_finite()));
+                let mut top = y0;
+                if let Some(&[low, high]) = whisker {
+                    let (xm, cap) = ((x0 + x1) / 2.0, ((x1 - x0) / 4.0).max(2.0));
+                    line(&mut img, (xm, axes.py(low)), (xm, axes.py(high)), 1, INK);
+                    line(&mut img, (xm - cap, axes.py(high)), (xm + cap, axes.py(high)), 1, INK);
+                    line(&mut img, (xm - cap, axes.py(low)), (xm + cap, axes.py(low)), 1, INK);
+                    top = top.min(axes.py(high));
+                }
                 let label = format_value(v);
-                let y = if v >= 0.0 { y0 - 11.0 } else { y1 + 4.0 };
+                let y = if v >= 0.0 { top - 11.0 } else { y1 + 4.0 };
                 draw_text(&mut img, ((x0 + x1) / 2.0 - text_width(&label, 1) / 2.0, y), &label, 1, INK, false);
             }
         }
@@ -433,6 +445,18 @@ mod tests {
         };
         let (a, b) = (count(axes.left..mid), count(mid..axes.right));
         assert!(a > 100 && b > 2 * a && b < 4 * a, "{a} {b}");
+    }
+
+    #[test]
+    fn whiskers_span_the_interval() {
+        let (series, intervals) = (vec![("s".into(), vec![0.5])], vec![vec![[0.2, 0.9]]]);
+        let chart = BarChart { groups: vec!["a".into()], series, intervals, ..Default::default() };
+        let img = chart.render(800, 500);
+        let (axes, _) = chart.layout(800, 500);
+        let xm = (axes.px(0.1) + axes.px(0.9)) / 2.0;
+        assert!(near(&img, (xm, axes.py(0.75)), INK), "whisker above the bar's top");
+        assert!(near(&img, (xm, axes.py(0.35)), INK), "whisker inside the bar");
+        assert_eq!(*img.get_pixel(xm.round() as u32, axes.py(0.1).round() as u32), color(0), "no whisker below its low end");
     }
 
     #[test]

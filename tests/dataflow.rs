@@ -158,6 +158,7 @@ fn sim_dataflow_matches_the_in_process_evaluation() {
         seed: 0,
         k: 15,
         keypoint_weights: root().join("checkpoints/local-vit-small"),
+        parallel: 1,
     };
     let report = glue::eval::evaluate(&config, &dir.join("eval"), &burn::tensor::Device::flex()).unwrap();
     let in_process = read_episode(&list_episodes(dir.join("eval")).unwrap()[0]).unwrap();

@@ -135,6 +135,22 @@ fn the_loss_goes_down() {
     assert!(run.0.join("loss.png").is_file());
 }
 
+#[test]
+fn a_time_budget_shortens_the_run_and_its_schedule() {
+    let _serial = serial();
+    let run = Scratch::new("budget");
+    let mut c = config(PolicyKind::Dp, 50);
+    // Far less than one epoch's time: the run stops after its first epoch, with a checkpoint, and records the new
+    // length (the cosine schedule's end) in train.json.
+    c.max_minutes = Some(1e-4);
+    let report = train(c, &run.0, &Device::flex()).unwrap();
+    assert_eq!(report.epochs, 1);
+    assert_eq!(train_losses(&run.0).len(), 1);
+    let saved: TrainConfig = serde_json::from_str(&std::fs::read_to_string(run.0.join("train.json")).unwrap()).unwrap();
+    assert_eq!((saved.epochs, saved.max_minutes), (1, Some(1e-4)));
+    Policy::load(&run.0.join("last"), &Device::flex()).unwrap();
+}
+
 /// Loads `run/best` and asks it for actions on the episode's first two frames.
 fn act(run: &Path) -> Vec<[f32; 8]> {
     let device = Device::flex();
@@ -190,7 +206,7 @@ fn a_nan_loss_stops_the_run_and_keeps_the_last_checkpoint() {
     train(config(PolicyKind::Dp, 1), &run.0, &device).unwrap();
     let weights = run.0.join("last/model.safetensors");
     let before = std::fs::read(&weights).unwrap();
-    let err = resume(&run.0, ResumeOverrides { epochs: Some(3), lr: Some(1e30) }, &device).unwrap_err().to_string();
+    let err = resume(&run.0, ResumeOverrides { epochs: Some(3), lr: Some(1e30), ..Default::default() }, &device).unwrap_err().to_string();
     assert!(err.contains("loss became") && err.contains("last good checkpoint"), "{err}");
     assert_eq!(std::fs::read(&weights).unwrap(), before, "the last checkpoint must be untouched");
     Policy::load(&run.0.join("last"), &device).unwrap();

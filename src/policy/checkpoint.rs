@@ -17,7 +17,7 @@ use super::config::PolicyConfig;
 use super::normalizer::Normalizer;
 use super::observation::{Crop, Frame, key_features, observations};
 use super::runtime::ConditionBuffer;
-use super::{PolicyNet, ddim_for, gaussian};
+use super::{PolicyNet, ddim_for, gaussian_values};
 use crate::diffusion::DdimScheduler;
 use crate::vit::GridEncoder;
 
@@ -100,14 +100,45 @@ impl Policy {
 
     /// The frozen local features of `keypoints` in `image` (GLUE; `None` for policies without key patches).
     pub fn key_features(&self, image: &RgbImage, keypoints: &[[f32; 3]]) -> Result<Option<Vec<f32>>> {
+        Ok(self.key_features_batch(&[image], &[keypoints.to_vec()])?.map(|mut f| f.remove(0)))
+    }
+
+    /// [`Policy::key_features`] of several frames (one keypoint set each) in one encoder pass.
+    pub fn key_features_batch(&self, images: &[&RgbImage], keypoints: &[Vec<[f32; 3]>]) -> Result<Option<Vec<Vec<f32>>>> {
         let Some(local) = &self.local else { return Ok(None) };
-        let mut features = key_features(local, &[image], &[keypoints.to_vec()], &self.device)?;
-        Ok(features.pop())
+        Ok(Some(key_features(local, images, keypoints, &self.device)?))
     }
 
     /// The condition of one observation step (`[step_dim]`), with the inference crop (centred). `frame` must carry
     /// its key features for GLUE ([`Policy::key_features`]). Errors name what is malformed.
     pub fn step_condition(&self, frame: &Frame<'_>) -> Result<Vec<f32>> {
+        Ok(self.step_conditions(std::slice::from_ref(frame))?.remove(0))
+    }
+
+    /// [`Policy::step_condition`] of several frames (of one size) in one encoder pass.
+    pub fn step_conditions(&self, frames: &[Frame<'_>]) -> Result<Vec<Vec<f32>>> {
+        ensure!(!frames.is_empty(), "step condition: no frame");
+        for (i, frame) in frames.iter().enumerate() {
+            self.check_frame(frame).wrap_err_with(|| format!("frame {i} of the batch"))?;
+            ensure!(
+                (frame.width, frame.height) == (frames[0].width, frames[0].height),
+                "frame {i} is {}x{}, the batch's first {}x{}",
+                frame.width,
+                frame.height,
+                frames[0].width,
+                frames[0].height
+            );
+        }
+        let crop = Crop::centered(frames[0].width, frames[0].height, self.config.crop_ratio);
+        let crops = vec![crop; frames.len()];
+        let obs = observations(frames, &crops, self.config.image_size, self.config.fusion.grid, &self.normalizer, &self.device);
+        let condition = self.net.condition(&obs, 1);
+        let width = condition.dims()[1];
+        let values: Vec<f32> = condition.into_data().try_to_vec().map_err(|e| eyre!("{e:?}"))?;
+        Ok(values.chunks(width).map(<[f32]>::to_vec).collect())
+    }
+
+    fn check_frame(&self, frame: &Frame<'_>) -> Result<()> {
         ensure!(
             frame.image.len() == (frame.width * frame.height * 3) as usize,
             "image has {} bytes, expected [{} x {} x 3]",
@@ -126,10 +157,7 @@ impl Policy {
             !self.config.policy.uses_key_patches() || frame.key_features.is_some(),
             "no key features (GLUE needs keypoints and Policy::key_features)"
         );
-        let crop = Crop::centered(frame.width, frame.height, self.config.crop_ratio);
-        let obs = observations(&[*frame], &[crop], self.config.image_size, self.config.fusion.grid, &self.normalizer, &self.device);
-        let condition = self.net.condition(&obs, 1);
-        condition.into_data().try_to_vec().map_err(|e| eyre!("{e:?}"))
+        Ok(())
     }
 
     /// Samples a chunk from the global condition (`[n_obs_steps · step_dim]`, see
@@ -137,22 +165,42 @@ impl Policy {
     /// `[x, y, z, qx, qy, qz, qw, gripper]`. A non-finite condition or output is an error: nothing invalid reaches
     /// a robot.
     pub fn plan(&self, condition: &[f32], rng: &mut impl rand::Rng) -> Result<Vec<[f32; 8]>> {
+        Ok(self.plan_batch(&[condition], std::slice::from_mut(rng))?.remove(0))
+    }
+
+    /// [`Policy::plan`] for several conditions in one DDIM run; sample `i` draws its start noise from `rngs[i]`,
+    /// so each result is the one [`Policy::plan`] gives with that generator.
+    pub fn plan_batch<R: rand::Rng>(&self, conditions: &[&[f32]], rngs: &mut [R]) -> Result<Vec<Vec<[f32; 8]>>> {
         let width = self.config.unet.global_cond_dim;
-        ensure!(condition.len() == width, "condition has {} values, expected [{width}]", condition.len());
-        ensure!(condition.iter().all(|v| v.is_finite()), "condition is not finite");
-        let cond = Tensor::<2>::from_data(TensorData::new(condition.to_vec(), [1, width]), &self.device);
-        let noise = gaussian(rng, [1, self.config.horizon, self.config.action_dim], &self.device);
+        ensure!(conditions.len() == rngs.len(), "plan: {} conditions but {} generators", conditions.len(), rngs.len());
+        ensure!(!conditions.is_empty(), "plan: no condition");
+        let batch = conditions.len();
+        let mut flat = Vec::with_capacity(batch * width);
+        for (i, condition) in conditions.iter().enumerate() {
+            ensure!(condition.len() == width, "condition {i} has {} values, expected [{width}]", condition.len());
+            ensure!(condition.iter().all(|v| v.is_finite()), "condition {i} is not finite");
+            flat.extend_from_slice(condition);
+        }
+        let cond = Tensor::<2>::from_data(TensorData::new(flat, [batch, width]), &self.device);
+        let (horizon, dim) = (self.config.horizon, self.config.action_dim);
+        let noise: Vec<f32> = rngs.iter_mut().flat_map(|rng| gaussian_values(rng, horizon * dim)).collect();
+        let noise = Tensor::<3>::from_data(TensorData::new(noise, [batch, horizon, dim]), &self.device);
         let chunk = self.net.sample_conditioned(cond, &self.ddim, noise);
         let values: Vec<f32> = chunk.into_data().try_to_vec().map_err(|e| eyre!("{e:?}"))?;
         let to = self.config.n_obs_steps;
-        let mut actions = Vec::with_capacity(self.config.n_action_steps);
-        for row in values.chunks(self.config.action_dim).skip(to - 1).take(self.config.n_action_steps) {
-            let mut a = row.to_vec();
-            self.normalizer.action.denormalize(&mut a);
-            ensure!(a.iter().all(|v| v.is_finite()), "policy produced a non-finite action {a:?}");
-            actions.push(a.try_into().map_err(|_| eyre!("action width is not 8"))?);
-        }
-        Ok(actions)
+        values
+            .chunks(horizon * dim)
+            .map(|sample| {
+                let mut actions = Vec::with_capacity(self.config.n_action_steps);
+                for row in sample.chunks(dim).skip(to - 1).take(self.config.n_action_steps) {
+                    let mut a = row.to_vec();
+                    self.normalizer.action.denormalize(&mut a);
+                    ensure!(a.iter().all(|v| v.is_finite()), "policy produced a non-finite action {a:?}");
+                    actions.push(a.try_into().map_err(|_| eyre!("action width is not 8"))?);
+                }
+                Ok(actions)
+            })
+            .collect()
     }
 
     /// [`Policy::plan`] from the last `n_obs_steps` frames of `history` (oldest first; fewer at an episode's start

@@ -110,7 +110,11 @@ pub fn ddim_for(config: &PolicyConfig) -> Result<DdimScheduler> {
 
 /// Standard normal noise of `shape` from `rng` (Box-Muller), so seeded runs repeat on every backend.
 pub fn gaussian(rng: &mut impl rand::Rng, shape: [usize; 3], device: &Device) -> Tensor<3> {
-    let n = shape.iter().product::<usize>();
+    Tensor::from_data(TensorData::new(gaussian_values(rng, shape.iter().product()), shape), device)
+}
+
+/// `n` standard normal values from `rng` (Box-Muller pairs, the last one dropped when `n` is odd).
+pub fn gaussian_values(rng: &mut impl rand::Rng, n: usize) -> Vec<f32> {
     let mut values = Vec::with_capacity(n + 1);
     while values.len() < n {
         let u1: f64 = rng.random::<f64>().max(f64::MIN_POSITIVE);
@@ -121,5 +125,5 @@ pub fn gaussian(rng: &mut impl rand::Rng, shape: [usize; 3], device: &Device) ->
         values.push((r * theta.sin()) as f32);
     }
     values.truncate(n);
-    Tensor::from_data(TensorData::new(values, shape), device)
+    values
 }

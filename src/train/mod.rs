@@ -66,6 +66,10 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Write `last/` every this many epochs (and after the final one).
     pub checkpoint_every: usize,
+    /// Wall-clock budget of one invocation (minutes): after each epoch the run shortens `epochs`, and with it the
+    /// cosine schedule, to the epochs that still fit at the measured pace.
+    #[serde(default)]
+    pub max_minutes: Option<f64>,
 }
 
 impl TrainConfig {
@@ -93,6 +97,7 @@ impl TrainConfig {
             val_samples: 256,
             seed: 0,
             checkpoint_every: 5,
+            max_minutes: None,
         }
     }
 }
@@ -277,6 +282,8 @@ pub struct ResumeOverrides {
     pub epochs: Option<usize>,
     /// A new peak learning rate.
     pub lr: Option<f64>,
+    /// This invocation's wall-clock budget ([`TrainConfig::max_minutes`]).
+    pub max_minutes: Option<f64>,
 }
 
 /// Trains `config` into the new run folder `out`.
@@ -298,13 +305,15 @@ pub fn resume(out: &Path, overrides: ResumeOverrides, device: &Device) -> Result
     ensure!(out.join("state").is_dir(), "--resume: {} has no checkpointed state yet", out.display());
     config.epochs = overrides.epochs.unwrap_or(config.epochs);
     config.lr = overrides.lr.unwrap_or(config.lr);
+    config.max_minutes = overrides.max_minutes;
     run(config, out, true, device)
 }
 
-fn run(config: TrainConfig, out: &Path, resume: bool, device: &Device) -> Result<TrainReport> {
+fn run(mut config: TrainConfig, out: &Path, resume: bool, device: &Device) -> Result<TrainReport> {
     let started = Instant::now();
     config.policy.validate()?;
     ensure!(config.batch_size > 0 && config.epochs > 0, "batch_size and epochs must be positive");
+    ensure!(config.max_minutes.is_none_or(|m| m > 0.0), "max_minutes must be positive");
     std::fs::create_dir_all(out).wrap_err_with(|| format!("cannot create {}", out.display()))?;
     std::fs::write(out.join("train.json"), serde_json::to_string_pretty(&config)?)?;
 
@@ -327,7 +336,7 @@ fn run(config: TrainConfig, out: &Path, resume: bool, device: &Device) -> Result
         let Some(dir) = &config.local_encoder else {
             bail!("--policy glue needs --local-encoder DIR (a HF CLIP folder, e.g. the output of `glue pretrain`)")
         };
-        let encoder = GridEncoder::load(dir, config.policy.local_split, &Device::flex())?;
+        let encoder = GridEncoder::load(dir, config.policy.local_split, device)?;
         ensure!(
             encoder.grid() == config.policy.fusion.grid && encoder.channels() == config.policy.fusion.local_dim,
             "local encoder {} gives a {}x{} grid of width {}, the policy expects {}x{} of width {}",
@@ -339,7 +348,7 @@ fn run(config: TrainConfig, out: &Path, resume: bool, device: &Device) -> Result
             config.policy.fusion.grid,
             config.policy.fusion.local_dim
         );
-        Some(cache_key_features(&encoder, &demos, &Device::flex())?)
+        Some(cache_key_features(&encoder, &demos, device)?)
     } else {
         None
     };
@@ -388,12 +397,15 @@ fn run(config: TrainConfig, out: &Path, resume: bool, device: &Device) -> Result
 
     let schedule = ddim_for(&config.policy)?.schedule().clone();
     let steps_per_epoch = train_samples.len().div_ceil(config.batch_size);
-    let total_steps = steps_per_epoch * config.epochs;
+    let mut total_steps = steps_per_epoch * config.epochs;
     let bar = progress(total_steps as u64, "train");
     bar.set_position(progress_state.step as u64);
     bar.reset_eta();
     let mut last_loss = f64::NAN;
-    for epoch in progress_state.epochs_done..config.epochs {
+    let first_epoch = progress_state.epochs_done;
+    let mut epoch = first_epoch;
+    let mut epoch_seconds = 0.0;
+    while epoch < config.epochs {
         let epoch_start = Instant::now();
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ ((epoch as u64 + 1) << 32));
         let mut order = train_samples.clone();
@@ -457,11 +469,26 @@ fn run(config: TrainConfig, out: &Path, resume: bool, device: &Device) -> Result
                 epoch_start.elapsed().as_secs_f64()
             )
         });
+        if let Some(minutes) = config.max_minutes {
+            let spent = started.elapsed().as_secs_f64();
+            // The pace of the epochs alone: the setup (loading, key-feature cache) is spent once.
+            epoch_seconds += epoch_start.elapsed().as_secs_f64();
+            let pace = epoch_seconds / (epoch + 1 - first_epoch) as f64;
+            let fit = ((minutes * 60.0 - spent) / pace).floor().max(0.0) as usize;
+            if epoch + 1 + fit < config.epochs {
+                config.epochs = epoch + 1 + fit;
+                total_steps = steps_per_epoch * config.epochs;
+                bar.set_length(total_steps as u64);
+                std::fs::write(out.join("train.json"), serde_json::to_string_pretty(&config)?)?;
+                bar.suspend(|| eprintln!("--max-minutes {minutes}: {} epochs fit, the schedule now ends there", config.epochs));
+            }
+        }
         if (epoch + 1) % config.checkpoint_every.max(1) == 0 || epoch + 1 == config.epochs {
             write_checkpoint(&out.join("last"), &config, &data.normalizer, &ema.model)?;
             save_state(&state_dir, &net, &ema, &optimizer, &progress_state)?;
         }
         write_metrics(out, &progress_state.history)?;
+        epoch += 1;
     }
     bar.finish();
 

@@ -1,0 +1,243 @@
+//! `glue report`: the study's tables and plots from its evaluation and training records.
+//!
+//! Reads `STUDY/eval/*/eval.json` ([`EvalReport`], written by `glue eval`) and `STUDY/runs/*/` (`train.json`,
+//! `metrics.csv`, written by `glue train`) and writes `OUT/tables.md` (success per task, policy and condition with
+//! 95% Wilson intervals; the key-patch ablation; the training runs) and one bar chart per task,
+//! `OUT/success-TASK.png`. `scripts/study.sh` produces the inputs.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use eyre::{Result, WrapErr, ensure};
+
+use crate::eval::EvalReport;
+use crate::plot::BarChart;
+use crate::sim::ood::Variant;
+use crate::train::TrainConfig;
+
+/// The policies in table order (the paper's: GLUE, its ablation GLUE-S, the Diffusion Policy baseline).
+const POLICIES: [&str; 3] = ["glue", "glue-s", "dp"];
+/// The keypoint count of the main runs (the paper's default; the ablation varies it).
+pub const MAIN_K: usize = 15;
+
+/// One training run's summary.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSummary {
+    pub name: String,
+    pub policy: String,
+    pub epochs: usize,
+    pub steps: usize,
+    pub final_train_loss: f64,
+    pub best_val_loss: Option<f64>,
+    pub minutes: f64,
+}
+
+/// Everything the report is made of.
+#[derive(Debug, Clone)]
+pub struct Study {
+    pub evals: Vec<EvalReport>,
+    pub runs: Vec<RunSummary>,
+}
+
+fn subdirs(dir: &Path) -> Result<Vec<PathBuf>> {
+    if !dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .wrap_err_with(|| format!("cannot list {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    Ok(dirs)
+}
+
+/// Reads the records under `study` (see the module doc). Folders without a finished record are skipped.
+pub fn load(study: &Path) -> Result<Study> {
+    let mut evals = Vec::new();
+    for dir in subdirs(&study.join("eval"))? {
+        let path = dir.join("eval.json");
+        if path.is_file() {
+            let text = std::fs::read_to_string(&path)?;
+            evals.push(serde_json::from_str(&text).wrap_err_with(|| format!("bad {}", path.display()))?);
+        }
+    }
+    let mut runs = Vec::new();
+    for dir in subdirs(&study.join("runs"))? {
+        let (config, metrics) = (dir.join("train.json"), dir.join("metrics.csv"));
+        if !(config.is_file() && metrics.is_file()) {
+            continue;
+        }
+        let config: TrainConfig = serde_json::from_str(&std::fs::read_to_string(&config)?)
+            .wrap_err_with(|| format!("bad {}", config.display()))?;
+        runs.push(summarise_run(&dir, &config, &std::fs::read_to_string(&metrics)?)?);
+    }
+    Ok(Study { evals, runs })
+}
+
+/// A run's summary from its `metrics.csv` (`epoch,step,train_loss,val_loss,lr,seconds`).
+fn summarise_run(dir: &Path, config: &TrainConfig, csv: &str) -> Result<RunSummary> {
+    let rows: Vec<Vec<&str>> = csv.lines().skip(1).filter(|l| !l.is_empty()).map(|l| l.split(',').collect()).collect();
+    ensure!(!rows.is_empty() && rows.iter().all(|r| r.len() == 6), "{}: metrics.csv has no rows of 6 columns", dir.display());
+    let num = |s: &str| s.parse::<f64>().ok();
+    let last = rows.last().expect("checked non-empty");
+    Ok(RunSummary {
+        name: dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        policy: config.policy.policy.name().to_string(),
+        epochs: last[0].parse().unwrap_or(0),
+        steps: last[1].parse().unwrap_or(0),
+        final_train_loss: num(last[2]).unwrap_or(f64::NAN),
+        best_val_loss: rows.iter().filter_map(|r| num(r[3])).min_by(f64::total_cmp),
+        minutes: rows.iter().filter_map(|r| num(r[5])).sum::<f64>() / 60.0,
+    })
+}
+
+fn cell(r: &EvalReport) -> String {
+    format!("{}/{} ({:.0}%, {:.0}-{:.0}%)", r.successes, r.episodes, 100.0 * r.success_rate, 100.0 * r.wilson_95[0], 100.0 * r.wilson_95[1])
+}
+
+impl Study {
+    /// The main-run evaluation of (`task`, `policy`, `variant`), if there is one.
+    fn find(&self, task: &str, policy: &str, variant: &str) -> Option<&EvalReport> {
+        self.evals.iter().find(|r| r.task == task && r.policy == policy && r.variant == variant && main_run(r))
+    }
+
+    fn tasks(&self) -> Vec<String> {
+        let mut tasks: Vec<String> = self.evals.iter().map(|r| r.task.clone()).collect();
+        tasks.sort();
+        tasks.dedup();
+        tasks
+    }
+
+    /// `tables.md`: the success table, the key-patch ablation and the training runs.
+    pub fn tables(&self) -> String {
+        let variants: Vec<&str> = Variant::ALL.iter().map(|v| v.name()).collect();
+        let mut md = String::from("### Success rate (successes/episodes, rate, 95% Wilson interval)\n\n");
+        let _ = writeln!(md, "| task | policy | {} |", variants.join(" | "));
+        let _ = writeln!(md, "|---|---|{}", "---|".repeat(variants.len()));
+        for task in self.tasks() {
+            for policy in POLICIES {
+                let cells: Vec<String> =
+                    variants.iter().map(|v| self.find(&task, policy, v).map_or("-".into(), cell)).collect();
+                if cells.iter().any(|c| c != "-") {
+                    let _ = writeln!(md, "| {task} | {policy} | {} |", cells.join(" | "));
+                }
+            }
+        }
+        let mut ablation: Vec<&EvalReport> = self.evals.iter().filter(|r| r.policy == "glue" && r.variant == "none").collect();
+        ablation.sort_by_key(|r| (r.task.clone(), r.k));
+        if ablation.iter().any(|r| r.k != MAIN_K) {
+            md.push_str("\n### Key-patch count (GLUE, in-domain)\n\n| task | K | success |\n|---|---|---|\n");
+            for r in ablation {
+                let _ = writeln!(md, "| {} | {} | {} |", r.task, r.k, cell(r));
+            }
+        }
+        if !self.runs.is_empty() {
+            md.push_str("\n### Training runs\n\n| run | policy | epochs | steps | final train loss | best validation loss | minutes |\n|---|---|---|---|---|---|---|\n");
+            for r in &self.runs {
+                let val = r.best_val_loss.map_or("-".into(), |v| format!("{v:.4}"));
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {} | {} | {:.4} | {val} | {:.1} |",
+                    r.name, r.policy, r.epochs, r.steps, r.final_train_loss, r.minutes
+                );
+            }
+        }
+        md
+    }
+
+    /// One bar chart of `task`: success rate per condition and policy, with the Wilson intervals as whiskers.
+    pub fn chart(&self, task: &str) -> BarChart {
+        let variants: Vec<&str> = Variant::ALL.iter().map(|v| v.name()).collect();
+        let (mut series, mut intervals) = (Vec::new(), Vec::new());
+        for policy in POLICIES {
+            let found: Vec<Option<&EvalReport>> = variants.iter().map(|v| self.find(task, policy, v)).collect();
+            if found.iter().all(Option::is_none) {
+                continue;
+            }
+            series.push((policy.to_string(), found.iter().map(|r| r.map_or(f64::NAN, |r| r.success_rate)).collect()));
+            intervals.push(found.iter().map(|r| r.map_or([f64::NAN; 2], |r| r.wilson_95)).collect());
+        }
+        BarChart {
+            title: format!("{task}: success rate (95% Wilson interval)"),
+            y_label: "success rate".into(),
+            groups: variants.iter().map(|v| v.to_string()).collect(),
+            series,
+            intervals,
+        }
+    }
+}
+
+/// Whether an evaluation belongs to the main comparison (not the key-patch ablation).
+fn main_run(r: &EvalReport) -> bool {
+    r.policy != "glue" || r.k == MAIN_K
+}
+
+/// Writes `out/tables.md` and `out/success-TASK.png`; returns the tables.
+pub fn write(study: &Path, out: &Path) -> Result<String> {
+    let study = load(study)?;
+    ensure!(!study.evals.is_empty(), "no eval/*/eval.json under the study folder");
+    std::fs::create_dir_all(out).wrap_err_with(|| format!("cannot create {}", out.display()))?;
+    let tables = study.tables();
+    std::fs::write(out.join("tables.md"), &tables)?;
+    for task in study.tasks() {
+        study.chart(&task).save_png(&out.join(format!("success-{task}.png")))?;
+    }
+    Ok(tables)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eval::{Keypoints, Latency, wilson_95};
+
+    fn report(task: &str, policy: &str, variant: &str, k: usize, successes: usize) -> EvalReport {
+        EvalReport {
+            checkpoint: "c".into(),
+            policy: policy.into(),
+            task: task.into(),
+            variant: variant.into(),
+            strength: 0.5,
+            keypoints: Keypoints::Tracker,
+            k,
+            episodes: 50,
+            successes,
+            success_rate: successes as f64 / 50.0,
+            wilson_95: wilson_95(successes, 50),
+            parallel: 10,
+            latency: Latency::default(),
+            per_episode: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn tables_place_each_evaluation_in_its_cell_and_keep_the_ablation_apart() {
+        let study = Study {
+            evals: vec![
+                report("push-button", "glue", "none", 15, 40),
+                report("push-button", "glue", "none", 10, 30),
+                report("push-button", "dp", "clutter", 15, 5),
+            ],
+            runs: Vec::new(),
+        };
+        let md = study.tables();
+        assert!(md.contains("| push-button | glue | 40/50 (80%, 67-89%) | - | - | - |"), "{md}");
+        assert!(md.contains("| push-button | dp | - | 5/50 (10%, 4-21%) | - | - |"), "{md}");
+        assert!(md.contains("| push-button | 10 | 30/50"), "{md}");
+        assert!(!md.contains("| push-button | glue-s |"), "a policy without evaluations gets no row: {md}");
+        let chart = study.chart("push-button");
+        assert_eq!(chart.series.len(), 2);
+        assert_eq!(chart.series[0].1[0], 0.8, "the ablation's K=10 run must not replace the main cell");
+        assert_eq!(chart.intervals[1][1], wilson_95(5, 50));
+    }
+
+    #[test]
+    fn run_summary_reads_metrics() {
+        let csv = "epoch,step,train_loss,val_loss,lr,seconds\n1,10,1.0,0.9,0.0001,60\n2,20,0.5,0.95,0.00005,60\n";
+        let config = TrainConfig::new(crate::policy::PolicyConfig::new(crate::policy::PolicyKind::Dp, crate::policy::ModelSize::Small), vec![]);
+        let r = summarise_run(Path::new("runs/push-button-dp"), &config, csv).unwrap();
+        assert_eq!((r.name.as_str(), r.policy.as_str(), r.epochs, r.steps), ("push-button-dp", "dp", 2, 20));
+        assert_eq!((r.final_train_loss, r.best_val_loss, r.minutes), (0.5, Some(0.9), 2.0));
+        assert!(summarise_run(Path::new("x"), &config, "epoch\n").is_err(), "an empty metrics file is an error");
+    }
+}
