@@ -17,7 +17,10 @@ use crate::recording::{EpisodeWriter, list_episodes, read_episode};
 use crate::track::{KltConfig, KltTracker};
 use crate::vit::GridEncoder;
 
-/// Keypoints of one first frame: `queries` grounded by `grounder`, then `k` keypoints (all visible).
+/// Keypoints of one first frame: `queries` grounded by `grounder`, then `k` keypoints (all visible) on the objects
+/// in view (repeated when the objects show fewer than `k` pixels). When no queried object is in view (fully occluded, say) there is nothing to extract: `k` keypoints at
+/// the image centre marked invisible, whose key patches the policy zeroes (sec. III-C), for the whole episode (see
+/// [`EpisodeTracks`]).
 pub fn first_frame_keypoints(
     grounder: &dyn Grounder,
     encoder: &GridEncoder,
@@ -27,9 +30,51 @@ pub fn first_frame_keypoints(
     seed: u64,
     device: &Device,
 ) -> Result<Vec<[f32; 3]>> {
-    let masks = grounder.ground(image, queries)?;
-    let keypoints = extract_keypoints(encoder, image, &masks, k, seed, device)?;
-    Ok(keypoints.iter().map(|p| [p.x, p.y, 1.0]).collect())
+    let masks: Vec<_> = grounder.ground(image, queries)?.into_iter().filter(|m| m.area() > 0).collect();
+    if masks.is_empty() {
+        let (w, h) = image.dimensions();
+        return Ok(vec![[w as f32 / 2.0, h as f32 / 2.0, 0.0]; k]);
+    }
+    // An object barely in view can have fewer pixels than keypoints: extract what fits, then repeat those so the
+    // episode still has `k` (the policy attends over a set; duplicates add no information but keep the count).
+    let pixels: usize = masks.iter().map(|m| m.area()).sum();
+    let keypoints = extract_keypoints(encoder, image, &masks, k.min(pixels), seed, device)?;
+    let found: Vec<[f32; 3]> = keypoints.iter().map(|p| [p.x, p.y, 1.0]).collect();
+    Ok((0..k).map(|i| found[i % found.len()]).collect())
+}
+
+/// An episode's keypoints after its first frame: the KLT tracker following them, or, when grounding found no task
+/// object (every initial keypoint invisible), those invisible keypoints unchanged on every frame.
+pub enum EpisodeTracks {
+    Tracked(KltTracker),
+    Unseen(Vec<[f32; 3]>),
+}
+
+impl EpisodeTracks {
+    /// Starts from [`first_frame_keypoints`]' output on `first`.
+    pub fn start(first: &RgbImage, init: &[[f32; 3]]) -> Result<Self> {
+        if init.iter().all(|p| p[2] <= 0.0) {
+            return Ok(Self::Unseen(init.to_vec()));
+        }
+        let points: Vec<[f32; 2]> = init.iter().map(|p| [p[0], p[1]]).collect();
+        Ok(Self::Tracked(KltTracker::new(KltConfig::default(), first, &points)?))
+    }
+
+    /// The keypoints on the last frame seen (`[x, y, visible]`).
+    pub fn current(&self) -> Vec<[f32; 3]> {
+        match self {
+            Self::Tracked(t) => t.current(),
+            Self::Unseen(points) => points.clone(),
+        }
+    }
+
+    /// The keypoints on the next frame.
+    pub fn track(&mut self, frame: &RgbImage) -> Result<Vec<[f32; 3]>> {
+        match self {
+            Self::Tracked(t) => t.try_track(frame),
+            Self::Unseen(points) => Ok(points.clone()),
+        }
+    }
 }
 
 /// Annotates one recording in place; returns the number of ticks.
@@ -48,10 +93,9 @@ pub fn annotate_episode(path: &Path, encoder: &GridEncoder, k: usize, seed: u64,
     let image0 = frame(&first.image)?;
     let init = first_frame_keypoints(&grounder, encoder, &image0, &info.text_query, k, seed, device)
         .wrap_err_with(|| format!("{}: keypoint extraction", path.display()))?;
-    let points: Vec<[f32; 2]> = init.iter().map(|p| [p[0], p[1]]).collect();
-    let mut tracker = KltTracker::new(KltConfig::default(), &image0, &points)?;
+    let mut tracks = EpisodeTracks::start(&image0, &init)?;
     for (i, tick) in episode.ticks.iter_mut().enumerate() {
-        let tracked = if i == 0 { tracker.current() } else { tracker.try_track(&frame(&tick.image)?)? };
+        let tracked = if i == 0 { tracks.current() } else { tracks.track(&frame(&tick.image)?)? };
         tick.keypoints = Some(Keypoints { points: tracked });
     }
     let dir = path.parent().unwrap_or(Path::new("."));
@@ -89,4 +133,42 @@ pub fn annotate(paths: &[PathBuf], encoder: &GridEncoder, k: usize, seed: u64, d
     }
     bar.finish_and_clear();
     Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::msg::ObjectInfo;
+
+    #[test]
+    fn an_episode_without_its_objects_in_view_keeps_invisible_keypoints() {
+        let device = Device::flex();
+        let encoder = GridEncoder::load(Path::new(crate::pretrain::SMALL_LOCAL_ENCODER), 2, &device).unwrap();
+        let objects = vec![ObjectInfo { name: "red button".into(), instance: 4 }];
+        // The button is nowhere in the segmentation: fully occluded on the first frame.
+        let grounder = OracleGrounder::new(objects, 32, 24, vec![1; 32 * 24]).unwrap();
+        let image = RgbImage::from_pixel(32, 24, image::Rgb([90, 120, 150]));
+        let init = first_frame_keypoints(&grounder, &encoder, &image, &["red button".into()], 5, 0, &device).unwrap();
+        assert_eq!(init, vec![[16.0, 12.0, 0.0]; 5]);
+        let mut tracks = EpisodeTracks::start(&image, &init).unwrap();
+        assert!(matches!(tracks, EpisodeTracks::Unseen(_)));
+        assert_eq!(tracks.track(&image).unwrap(), init, "unseen keypoints stay invisible");
+        // With the object in view the same call tracks visible keypoints.
+        let mut seg = vec![1u8; 32 * 24];
+        seg[10 * 32..14 * 32].iter_mut().for_each(|v| *v = 4);
+        let objects = vec![ObjectInfo { name: "red button".into(), instance: 4 }];
+        let grounder = OracleGrounder::new(objects, 32, 24, seg).unwrap();
+        let init = first_frame_keypoints(&grounder, &encoder, &image, &["red button".into()], 5, 0, &device).unwrap();
+        assert!(init.iter().all(|p| p[2] == 1.0 && (10.0..14.0).contains(&p[1])), "{init:?}");
+        assert!(matches!(EpisodeTracks::start(&image, &init).unwrap(), EpisodeTracks::Tracked(_)));
+        // Three pixels in view and five keypoints asked for: the three, then two of them again.
+        let mut seg = vec![1u8; 32 * 24];
+        seg[5 * 32 + 7..5 * 32 + 10].iter_mut().for_each(|v| *v = 4);
+        let objects = vec![ObjectInfo { name: "red button".into(), instance: 4 }];
+        let grounder = OracleGrounder::new(objects, 32, 24, seg).unwrap();
+        let init = first_frame_keypoints(&grounder, &encoder, &image, &["red button".into()], 5, 0, &device).unwrap();
+        assert_eq!(init.len(), 5);
+        assert_eq!((init[3], init[4]), (init[0], init[1]));
+        assert!(init.iter().all(|p| p[1] == 5.5 && (7.0..10.0).contains(&p[0])), "{init:?}");
+    }
 }

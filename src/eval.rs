@@ -17,10 +17,9 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::annotate::first_frame_keypoints;
+use crate::annotate::{EpisodeTracks, first_frame_keypoints};
 use crate::collect::{episode_info, tick};
 use crate::keypoints::OracleGrounder;
-use crate::track::{KltConfig, KltTracker};
 use crate::vit::GridEncoder;
 use crate::policy::Policy;
 use crate::recording::EpisodeWriter;
@@ -87,6 +86,63 @@ pub struct Latency {
     /// rate).
     pub tick_mean_ms: f64,
     pub tick_p95_ms: f64,
+    /// Mean time per episode-tick by node.
+    pub stages: StageTimes,
+}
+
+/// Where a control tick's time goes, mean ms per episode-tick, by the dora node that does the work in the graph
+/// (`sim`: render and physics; `grounding`: first-frame keypoints, once per episode; `tracker`; `encoder`: key
+/// features and the step condition; `policy`: DDIM sampling when a chunk is due). With `parallel` > 1 the batched
+/// stages are divided among the episodes of the batch and the per-episode ones are CPU time spread over cores.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct StageTimes {
+    pub sim_ms: f64,
+    pub grounding_ms: f64,
+    pub tracker_ms: f64,
+    pub encoder_ms: f64,
+    pub policy_ms: f64,
+}
+
+impl StageTimes {
+    fn add(&mut self, other: &StageTimes) {
+        self.sim_ms += other.sim_ms;
+        self.grounding_ms += other.grounding_ms;
+        self.tracker_ms += other.tracker_ms;
+        self.encoder_ms += other.encoder_ms;
+        self.policy_ms += other.policy_ms;
+    }
+
+    fn scaled(&self, factor: f64) -> StageTimes {
+        StageTimes {
+            sim_ms: self.sim_ms * factor,
+            grounding_ms: self.grounding_ms * factor,
+            tracker_ms: self.tracker_ms * factor,
+            encoder_ms: self.encoder_ms * factor,
+            policy_ms: self.policy_ms * factor,
+        }
+    }
+
+    /// `(node, ms)` in the graph's order.
+    pub fn rows(&self) -> [(&'static str, f64); 5] {
+        [
+            ("sim", self.sim_ms),
+            ("grounding", self.grounding_ms),
+            ("tracker", self.tracker_ms),
+            ("encoder", self.encoder_ms),
+            ("policy", self.policy_ms),
+        ]
+    }
+
+    /// A table of each node's mean time per tick and share of the loop, and the loop rate it allows.
+    pub fn table(&self) -> String {
+        let total: f64 = self.rows().iter().map(|r| r.1).sum();
+        let mut out = format!("{:<10} {:>12} {:>8}\n", "node", "ms / tick", "share");
+        for (node, ms) in self.rows() {
+            out += &format!("{node:<10} {ms:>12.2} {:>7.1}%\n", 100.0 * ms / total.max(f64::MIN_POSITIVE));
+        }
+        out += &format!("{:<10} {total:>12.2} {:>8}\nloop rate (one tick after another): {:.1} Hz\n", "total", "", 1e3 / total.max(f64::MIN_POSITIVE));
+        out
+    }
 }
 
 /// What `glue eval` writes to `OUT/eval.json`.
@@ -134,12 +190,14 @@ struct Episode {
     /// The episode's own sampling noise (seed `config.seed + index`), so a result does not depend on which
     /// episodes share its batch.
     rng: ChaCha8Rng,
-    tracker: Option<KltTracker>,
+    tracker: Option<EpisodeTracks>,
     writer: Option<EpisodeWriter>,
     frames: Vec<RgbImage>,
     invalid: u32,
     /// This tick's observation, camera image and keypoints.
     current: Option<(Observation, RgbImage, Vec<[f32; 3]>)>,
+    /// Per-episode work (sim, grounding, tracker), summed over the episode's ticks.
+    times: StageTimes,
 }
 
 /// Runs `f` on every item, the items split over the machine's cores (the simulator's render and physics and the
@@ -174,6 +232,8 @@ pub fn evaluate(config: &EvalConfig, out: &Path, device: &Device) -> Result<Eval
     let period_ns = (1e9 / f64::from(sim_config.control_hz)) as u64;
     let mut results = Vec::new();
     let (mut chunk_ms, mut tick_ms) = (Vec::new(), Vec::new());
+    let (mut stages, mut episode_ticks) = (StageTimes::default(), 0usize);
+    let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
     std::fs::create_dir_all(out).wrap_err_with(|| format!("cannot create {}", out.display()))?;
     let indices: Vec<u64> = (0..config.episodes).collect();
     for group in indices.chunks(config.parallel) {
@@ -197,6 +257,7 @@ pub fn evaluate(config: &EvalConfig, out: &Path, device: &Device) -> Result<Eval
                 frames: Vec::new(),
                 invalid: 0,
                 current: None,
+                times: StageTimes::default(),
             });
         }
         loop {
@@ -206,27 +267,34 @@ pub fn evaluate(config: &EvalConfig, out: &Path, device: &Device) -> Result<Eval
             }
             let t = Instant::now();
             // Observe and track (per episode, in parallel); a new episode first extracts its keypoints.
+            episode_ticks += active.len();
             for_each_parallel(&mut active, |e| {
+                let started = Instant::now();
                 let obs = e.sim.observe();
                 let image = RgbImage::from_raw(w, h, obs.image.rgb.clone()).ok_or_else(|| eyre::eyre!("frame size"))?;
+                e.times.sim_ms += ms(started);
+                let started = Instant::now();
                 let keypoints = match (config.keypoints, e.tracker.as_mut()) {
                     (Keypoints::Oracle, _) => obs.oracle_tracks.points.clone(),
-                    (Keypoints::Tracker, Some(t)) => t.try_track(&image)?,
+                    (Keypoints::Tracker, Some(t)) => t.track(&image)?,
                     (Keypoints::Tracker, None) => Vec::new(),
                 };
+                e.times.tracker_ms += ms(started);
                 e.current = Some((obs, image, keypoints));
                 Ok(())
             })?;
             for e in active.iter_mut().filter(|e| config.keypoints == Keypoints::Tracker && e.tracker.is_none()) {
+                let started = Instant::now();
                 let encoder = grid.as_ref().expect("loaded for the tracker mode");
                 let (obs, image, keypoints) = e.current.as_mut().expect("observed above");
                 let grounder = OracleGrounder::new(episode_info(&e.sim, e.index).objects, w, h, obs.image.instance.clone())?;
                 let init = first_frame_keypoints(&grounder, encoder, image, &e.spec.task.text_query(), config.k, 0, device)?;
-                let points: Vec<[f32; 2]> = init.iter().map(|p| [p[0], p[1]]).collect();
-                let tracker = KltTracker::new(KltConfig::default(), &*image, &points)?;
+                let tracker = EpisodeTracks::start(image, &init)?;
                 *keypoints = tracker.current();
                 e.tracker = Some(tracker);
+                e.times.grounding_ms += ms(started);
             }
+            let started = Instant::now();
             // One batched encoder pass for every episode's frame.
             let current: Vec<&(Observation, RgbImage, Vec<[f32; 3]>)> =
                 active.iter().map(|e| e.current.as_ref().expect("observed above")).collect();
@@ -246,6 +314,7 @@ pub fn evaluate(config: &EvalConfig, out: &Path, device: &Device) -> Result<Eval
                 .collect();
             let steps = policy.step_conditions(&frames)?;
             drop(frames);
+            stages.encoder_ms += ms(started);
             // One batched DDIM run for the episodes whose action queue ran dry.
             let mut conditions = Vec::with_capacity(active.len());
             let mut due = Vec::new();
@@ -266,7 +335,8 @@ pub fn evaluate(config: &EvalConfig, out: &Path, device: &Device) -> Result<Eval
                     active[j].queue.push_chunk(now, &chunk);
                     active[j].rng = rng;
                 }
-                chunk_ms.push(t.elapsed().as_secs_f64() * 1e3);
+                chunk_ms.push(ms(t));
+                stages.policy_ms += ms(t);
             }
             // Act (every command through `safe_action`), record, and step the simulations.
             let video = config.video.is_some();
@@ -287,12 +357,15 @@ pub fn evaluate(config: &EvalConfig, out: &Path, device: &Device) -> Result<Eval
                 if video {
                     e.frames.push(image);
                 }
+                let started = Instant::now();
                 e.sim.step(&action);
+                e.times.sim_ms += ms(started);
                 Ok(())
             })?;
-            tick_ms.push(t.elapsed().as_secs_f64() * 1e3);
+            tick_ms.push(ms(t));
         }
         for e in episodes {
+            stages.add(&e.times);
             let success = e.sim.success();
             if let Some(writer) = e.writer {
                 writer.finish(success)?;
@@ -332,6 +405,7 @@ pub fn evaluate(config: &EvalConfig, out: &Path, device: &Device) -> Result<Eval
             chunk_p95_ms: p95(&chunk_ms),
             tick_mean_ms: mean(&tick_ms),
             tick_p95_ms: p95(&tick_ms),
+            stages: stages.scaled(1.0 / episode_ticks.max(1) as f64),
         },
         per_episode: results,
     };

@@ -14,6 +14,9 @@ use glue::eval::{EvalConfig, Keypoints as EvalKeypoints};
 use glue::keypoints::{FeatureGrid, Grounder, KeypointConfig, KeypointsFile, Mask, OracleGrounder};
 use glue::policy::{ModelSize, PolicyConfig, PolicyKind};
 use glue::pretrain::{PretrainConfig, SMALL_LOCAL_ENCODER};
+
+/// The shipped GLUE checkpoint that the README's main job and `glue bench --suite loop` run.
+const SHIPPED_GLUE: &str = "checkpoints/push-button-glue-small";
 use glue::train::{ResumeOverrides, TrainConfig};
 use glue::recording::{inspect, read_episode};
 use glue::sim::ood::{Condition, Variant};
@@ -369,6 +372,9 @@ enum Suite {
     Sim,
     /// Model forward passes, training steps and GLUE inference.
     Models,
+    /// The closed loop in-process (`glue eval`'s code, one episode at a time): each node's share of a control
+    /// tick and the loop rate, with the shipped push-button GLUE checkpoint.
+    Loop,
 }
 
 /// `glue train` flags; unset ones take the defaults of `TrainConfig::new` (Diffusion Policy's).
@@ -456,6 +462,31 @@ fn train_config(args: &TrainArgs) -> TrainConfig {
     config.val_fraction = args.val_fraction.unwrap_or(config.val_fraction);
     config.max_minutes = args.max_minutes;
     config
+}
+
+/// `glue bench --suite loop`: `repeats` episodes of the shipped GLUE checkpoint with the perception pipeline.
+fn loop_bench(repeats: u32, device: &burn::tensor::Device) -> eyre::Result<String> {
+    let scene = Scene { task: TaskKind::PushButton, variant: Variant::None, strength: None, width: 224, height: 224 };
+    let out = std::env::temp_dir().join(format!("glue-loop-bench-{}", std::process::id()));
+    let config = EvalConfig {
+        checkpoint: PathBuf::from(SHIPPED_GLUE),
+        sim: scene.config()?,
+        task: scene.task,
+        episodes: u64::from(repeats),
+        condition: scene.condition()?,
+        seed_start: 1000,
+        keypoints: glue::eval::Keypoints::Tracker,
+        video: None,
+        record: None,
+        seed: 0,
+        k: 15,
+        keypoint_weights: PathBuf::from(SMALL_LOCAL_ENCODER),
+        parallel: 1,
+    };
+    let report = glue::eval::evaluate(&config, &out, device);
+    std::fs::remove_dir_all(&out).ok();
+    let report = report?;
+    Ok(format!("{} episodes, {} ticks\n{}", report.episodes, report.per_episode.iter().map(|e| e.ticks).sum::<u32>(), report.latency.stages.table()))
 }
 
 fn keypoints(args: &KeypointsArgs) -> eyre::Result<()> {
@@ -655,6 +686,7 @@ fn run(cli: Cli) -> eyre::Result<bool> {
             eyre::ensure!(repeats >= 1, "--repeats: expected at least 1");
             match suite {
                 Suite::Sim => print!("{}", glue::bench::table(&glue::bench::run(repeats)?)),
+                Suite::Loop => print!("{}", loop_bench(repeats, &device.device())?),
                 Suite::Models => {
                     let torch = match torch {
                         Some(path) => {

@@ -130,10 +130,10 @@ fn sim_dataflow_records_the_same_episodes_as_the_in_process_loop_and_replay_roun
 fn sim_dataflow_matches_the_in_process_evaluation() {
     let dir = temp_dir("policy");
     let out = dir.join("recordings");
-    let checkpoint = root().join("checkpoints/stack-block-glue-small");
+    let checkpoint = root().join("checkpoints/push-button-glue-small");
     let weights = root().join("checkpoints/local-vit-small");
     let settings = [
-        ("EPISODES", "1"),
+        ("EPISODES", "2"),
         ("SEED_START", "1000"),
         ("WEIGHTS", weights.to_str().unwrap()),
         ("CHECKPOINT", checkpoint.to_str().unwrap()),
@@ -143,13 +143,14 @@ fn sim_dataflow_matches_the_in_process_evaluation() {
     for node in ["grounding", "tracker", "encoder", "policy"] {
         assert!(log.contains(&format!("{node}: ")), "{node} reports its latency:\n{log}");
     }
-    let graph = recorded(&out).remove(0);
+    let graph = recorded(&out);
+    assert_eq!(graph.len(), 2);
 
     let config = glue::eval::EvalConfig {
         checkpoint,
         sim: SimConfig::default(),
-        task: TaskKind::StackBlock,
-        episodes: 1,
+        task: TaskKind::PushButton,
+        episodes: 2,
         condition: Condition::IN_DOMAIN,
         seed_start: 1000,
         keypoints: glue::eval::Keypoints::Tracker,
@@ -161,12 +162,15 @@ fn sim_dataflow_matches_the_in_process_evaluation() {
         parallel: 1,
     };
     let report = glue::eval::evaluate(&config, &dir.join("eval"), &burn::tensor::Device::flex()).unwrap();
-    let in_process = read_episode(&list_episodes(dir.join("eval")).unwrap()[0]).unwrap();
-    assert_eq!(report.per_episode[0].success, graph.success);
-    assert_eq!(in_process.ticks.len(), graph.ticks.len(), "tick counts differ");
-    for (a, b) in graph.ticks.iter().zip(&in_process.ticks) {
-        assert!(a.keypoints.is_some() && a.keypoints == b.keypoints, "frame {}: keypoints differ", a.frame);
-        assert!(a.action == b.action && a.image == b.image, "frame {}: the graph and glue eval differ", a.frame);
+    // Both episodes: the second checks that each episode draws its own sampling noise (SEED + episode) in both.
+    for (i, path) in list_episodes(dir.join("eval")).unwrap().iter().enumerate() {
+        let (in_process, graph) = (read_episode(path).unwrap(), &graph[i]);
+        assert_eq!(report.per_episode[i].success, graph.success);
+        assert_eq!(in_process.ticks.len(), graph.ticks.len(), "episode {i}: tick counts differ");
+        for (a, b) in graph.ticks.iter().zip(&in_process.ticks) {
+            assert!(a.keypoints.is_some() && a.keypoints == b.keypoints, "episode {i} frame {}: keypoints differ", a.frame);
+            assert!(a.action == b.action && a.image == b.image, "episode {i} frame {}: the graph and glue eval differ", a.frame);
+        }
     }
     std::fs::remove_dir_all(&dir).ok();
 }

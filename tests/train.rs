@@ -239,7 +239,7 @@ fn missing_or_mismatched_checkpoints_are_clear_errors() {
     assert!(err(&scratch.0).contains("checkpoint folder missing"));
     // A copy of the shipped checkpoint whose policy.json names another policy: the weights do not fit.
     std::fs::create_dir_all(&scratch.0).unwrap();
-    let shipped = root().join("checkpoints/stack-block-glue-small");
+    let shipped = root().join("checkpoints/push-button-glue-small");
     for name in ["model.safetensors", "normalizer.json"] {
         std::fs::copy(shipped.join(name), scratch.0.join(name)).unwrap();
     }

@@ -1,7 +1,7 @@
 //! `policy` node: global condition -> action chunks (U-Net + DDIM) -> one command per control tick.
 //!
-//! Settings: `CHECKPOINT` (the encoder's), `SEED` (sampling noise, default 0), `CONTROL_HZ` (default 10),
-//! `MAX_LAG_MS` (planned actions more overdue than this are dropped; default 50).
+//! Settings: `CHECKPOINT` (the encoder's), `SEED` (sampling noise: episode i draws from SEED + i; default 0),
+//! `CONTROL_HZ` (default 10), `MAX_LAG_MS` (planned actions more overdue than this are dropped; default 50).
 //! Inputs: `condition` (from `encoder`), `robot_state` (for the hold command), `episode` (a start clears the plan).
 //! Outputs: `action_chunk` (each newly sampled chunk, `[n_action_steps, 8]`) and `action` for every condition's
 //! frame. Scheduling is `glue::policy::runtime::ActionQueue`; every command passes `safe_action` first, and when a
@@ -25,7 +25,8 @@ fn hold(state: &RobotState) -> Action {
 fn main() -> eyre::Result<()> {
     let checkpoint = std::env::var("CHECKPOINT").map_err(|_| eyre::eyre!("policy: set CHECKPOINT to a checkpoint folder"))?;
     let policy = Policy::load(checkpoint.as_ref(), &burn::tensor::Device::flex())?;
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(env_or("SEED", 0)?);
+    let seed: u64 = env_or("SEED", 0)?;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut queue = ActionQueue::new(env_or("CONTROL_HZ", 10.0)?, env_or::<u64>("MAX_LAG_MS", 50)? * 1_000_000);
     let (mut node, mut events) = DoraNode::init_from_env()?;
     let mut episode = 0u64;
@@ -39,6 +40,8 @@ fn main() -> eyre::Result<()> {
                 if matches!(event, EpisodeEvent::Start { .. }) && h.episode >= episode {
                     episode = h.episode;
                     queue.clear();
+                    // Episode i samples from SEED + i, as `glue eval` does, so both give the same episodes.
+                    rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_add(episode));
                 }
             }
             "robot_state" => {

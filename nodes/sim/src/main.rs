@@ -37,6 +37,7 @@ fn main() -> eyre::Result<()> {
     let config = SimConfig { width: env_or("WIDTH", 224)?, height: env_or("HEIGHT", 224)?, ..SimConfig::default() };
 
     let (mut node, mut events) = DoraNode::init_from_env()?;
+    let mut successes = 0;
     for episode in 0..episodes {
         let seed = seed_start + episode;
         let mut sim = Sim::new(&config, EpisodeSpec { task, seed, condition });
@@ -78,6 +79,8 @@ fn main() -> eyre::Result<()> {
         let end = EpisodeEvent::End { success: sim.success(), ticks: sim.frame() as u64 };
         send(&mut node, "episode", &Header { episode, frame: sim.frame() as u64, timestamp_ns: sim.timestamp_ns() }, &end)?;
         println!("sim: episode {episode} ({task}, seed {seed}, {variant}) success={} after {} ticks", sim.success(), sim.frame());
+        successes += u64::from(sim.success());
     }
+    println!("sim: {successes}/{episodes} episodes succeeded ({task}, {variant})");
     linger(&mut events)
 }

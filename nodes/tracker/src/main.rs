@@ -4,7 +4,8 @@
 //! node's keypoints on the episode's first frame). Output: `keypoints` (`[N, 3]` = x, y, visible, indices stable
 //! for the whole episode) for the init frame and every later frame. Frames that arrive before the init are kept
 //! and tracked as soon as it comes. Settings: none (the tracker is `glue::track::KltTracker` with its documented
-//! defaults). At the end of the run the node prints its per-frame latency (mean, p95).
+//! defaults; an episode whose grounding found no object keeps its invisible keypoints, see
+//! `glue::annotate::EpisodeTracks`). At the end of the run the node prints its per-frame latency (mean, p95).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -12,7 +13,7 @@ use std::time::Instant;
 use dora_bridge::{Input, Latency, decode, next_input, send};
 use dora_node_api::DoraNode;
 use glue::msg::{EpisodeEvent, Header, Image, Keypoints};
-use glue::track::{KltConfig, KltTracker};
+use glue::annotate::EpisodeTracks;
 
 fn rgb(image: Image) -> eyre::Result<image::RgbImage> {
     let (w, h) = (image.width, image.height);
@@ -23,7 +24,7 @@ fn main() -> eyre::Result<()> {
     let (mut node, mut events) = DoraNode::init_from_env()?;
     let mut episode = 0u64;
     let mut waiting: BTreeMap<u64, (Header, Image)> = BTreeMap::new();
-    let mut tracker: Option<KltTracker> = None;
+    let mut tracker: Option<EpisodeTracks> = None;
     let mut latency = Latency::default();
     while let Some(Input { id, metadata, data }) = next_input(&mut events) {
         match id.as_str() {
@@ -48,8 +49,7 @@ fn main() -> eyre::Result<()> {
                     eyre::bail!("tracker: keypoints_init for frame {} of episode {} but its image never came", h.frame, h.episode)
                 };
                 let start = Instant::now();
-                let points: Vec<[f32; 2]> = init.points.iter().map(|p| [p[0], p[1]]).collect();
-                let t = KltTracker::new(KltConfig::default(), &rgb(first)?, &points)?;
+                let t = EpisodeTracks::start(&rgb(first)?, &init.points)?;
                 latency.record(start);
                 send(&mut node, "keypoints", &fh, &Keypoints { points: t.current() })?;
                 tracker = Some(t);
@@ -72,7 +72,7 @@ fn main() -> eyre::Result<()> {
         if let Some(t) = tracker.as_mut() {
             while let Some((_, (h, image))) = waiting.pop_first() {
                 let start = Instant::now();
-                let points = t.try_track(&rgb(image)?)?;
+                let points = t.track(&rgb(image)?)?;
                 latency.record(start);
                 send(&mut node, "keypoints", &h, &Keypoints { points })?;
             }
