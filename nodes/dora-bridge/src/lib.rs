@@ -130,3 +130,47 @@ pub fn next_input(events: &mut dora_node_api::EventStream) -> Option<Input> {
         }
     }
 }
+
+/// How a message's episode relates to the one a node is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EpisodeOrder {
+    /// From an episode that has ended: drop it.
+    Stale,
+    Current,
+    /// The first message of a newer episode: the node resets its per-episode state.
+    New,
+}
+
+/// The episode a node is in. dora delivers inputs of different ids in no fixed order, so a newer episode begins
+/// with whichever of its messages comes first (its start event, or a frame that overtook it), never only with the
+/// start event; a node that waited for the start would drop the frames that overtook it and stall the loop.
+#[derive(Debug, Default)]
+pub struct CurrentEpisode(Option<u64>);
+
+impl CurrentEpisode {
+    pub fn observe(&mut self, episode: u64) -> EpisodeOrder {
+        match self.0 {
+            Some(current) if episode < current => EpisodeOrder::Stale,
+            Some(current) if episode == current => EpisodeOrder::Current,
+            _ => {
+                self.0 = Some(episode);
+                EpisodeOrder::New
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod episode_tests {
+    use super::*;
+
+    #[test]
+    fn a_newer_episode_begins_with_its_first_message_and_older_ones_are_stale() {
+        let mut e = CurrentEpisode::default();
+        assert_eq!(e.observe(0), EpisodeOrder::New);
+        assert_eq!(e.observe(0), EpisodeOrder::Current);
+        assert_eq!(e.observe(2), EpisodeOrder::New, "a frame of episode 2 overtook its start event");
+        assert_eq!(e.observe(2), EpisodeOrder::Current, "the start event that follows does not reset again");
+        assert_eq!(e.observe(1), EpisodeOrder::Stale);
+    }
+}

@@ -1,7 +1,7 @@
 //! `encoder` node: observation -> the policy's global condition, every frame (paper sec. III-C, eq. 3).
 //!
 //! Settings: `CHECKPOINT` (a checkpoint folder, see `glue::policy::checkpoint`; `--device` is the CPU here).
-//! Inputs: `episode` (a start resets the condition history), `image`, `robot_state`, and for GLUE `keypoints`
+//! Inputs: `episode` (a newer episode, announced by its start or by its first frame, resets the condition history), `image`, `robot_state`, and for GLUE `keypoints`
 //! (`[N, 3]` tracks: the tracker's, or the simulator's `oracle_tracks`). Inputs of one frame may arrive in any
 //! order: they are joined by the header's (episode, frame).
 //! Output: `condition` (`[n_obs_steps · step_dim]`) with the header of the frame it ends at. At the end of the run
@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use dora_bridge::{Input, Latency, decode, next_input, send};
+use dora_bridge::{CurrentEpisode, EpisodeOrder, Input, Latency, decode, next_input, send};
 use dora_node_api::DoraNode;
 use glue::msg::{Condition, EpisodeEvent, Header, Image, Keypoints, RobotState};
 use glue::policy::Policy;
@@ -32,49 +32,54 @@ fn main() -> eyre::Result<()> {
     let glue = policy.config.policy.uses_key_patches();
     let (mut node, mut events) = DoraNode::init_from_env()?;
     let mut buffer = ConditionBuffer::new(policy.config.n_obs_steps);
-    let mut episode = 0u64;
-    let mut pending: BTreeMap<u64, Pending> = BTreeMap::new();
+    let mut current = CurrentEpisode::default();
+    // Inputs of one frame, joined by (episode, frame).
+    let mut pending: BTreeMap<(u64, u64), Pending> = BTreeMap::new();
     let mut latency = Latency::default();
     while let Some(Input { id, metadata, data }) = next_input(&mut events) {
+        let mut part = Pending::default();
         let header = match id.as_str() {
-            "episode" => {
-                let (h, event) = decode::<EpisodeEvent>(&metadata, &data)?;
-                if matches!(event, EpisodeEvent::Start { .. }) && h.episode >= episode {
-                    episode = h.episode;
-                    buffer.reset();
-                    pending.clear();
-                }
-                continue;
-            }
+            "episode" => decode::<EpisodeEvent>(&metadata, &data)?.0,
             "image" => {
                 let (h, image) = decode::<Image>(&metadata, &data)?;
-                pending.entry(h.frame).or_default().image = Some(image);
+                part.image = Some(image);
                 h
             }
             "robot_state" => {
                 let (h, state) = decode::<RobotState>(&metadata, &data)?;
-                pending.entry(h.frame).or_default().state = Some(state);
+                part.state = Some(state);
                 h
             }
             "keypoints" => {
                 let (h, keypoints) = decode::<Keypoints>(&metadata, &data)?;
-                pending.entry(h.frame).or_default().keypoints = Some(keypoints);
+                part.keypoints = Some(keypoints);
                 h
             }
             other => eyre::bail!("encoder: unexpected input `{other}`"),
         };
-        if header.episode != episode {
-            pending.remove(&header.frame);
+        match current.observe(header.episode) {
+            EpisodeOrder::Stale => continue,
+            EpisodeOrder::New => {
+                buffer.reset();
+                pending.retain(|&(e, _), _| e >= header.episode);
+            }
+            EpisodeOrder::Current => {}
+        }
+        if id.as_str() == "episode" {
             continue;
         }
-        let entry = pending.get_mut(&header.frame).expect("inserted above");
+        let key = (header.episode, header.frame);
+        let entry = pending.entry(key).or_default();
         entry.header = Some(header);
+        entry.image = entry.image.take().or(part.image);
+        entry.state = entry.state.take().or(part.state);
+        entry.keypoints = entry.keypoints.take().or(part.keypoints);
         let ready = entry.image.is_some() && entry.state.is_some() && (!glue || entry.keypoints.is_some());
         if !ready {
             continue;
         }
         let Pending { header: Some(h), image: Some(image), state: Some(state), keypoints } =
-            pending.remove(&header.frame).expect("present")
+            pending.remove(&key).expect("present")
         else {
             unreachable!("checked ready")
         };

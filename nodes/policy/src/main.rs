@@ -2,7 +2,7 @@
 //!
 //! Settings: `CHECKPOINT` (the encoder's), `SEED` (sampling noise: episode i draws from SEED + i; default 0),
 //! `CONTROL_HZ` (default 10), `MAX_LAG_MS` (planned actions more overdue than this are dropped; default 50).
-//! Inputs: `condition` (from `encoder`), `robot_state` (for the hold command), `episode` (a start clears the plan).
+//! Inputs: `condition` (from `encoder`), `robot_state` (for the hold command), `episode` (a newer episode, announced by its start or its first condition, clears the plan).
 //! Outputs: `action_chunk` (each newly sampled chunk, `[n_action_steps, 8]`) and `action` for every condition's
 //! frame. Scheduling is `glue::policy::runtime::ActionQueue`; every command passes `safe_action` first, and when a
 //! command cannot be made valid the node sends a hold at the measured pose instead: invalid data never moves the
@@ -10,7 +10,7 @@
 
 use std::time::Instant;
 
-use dora_bridge::{Input, Latency, decode, env_or, next_input, send};
+use dora_bridge::{CurrentEpisode, EpisodeOrder, Input, Latency, decode, env_or, next_input, send};
 use dora_node_api::DoraNode;
 use glue::msg::{Action, ActionChunk, Condition, EpisodeEvent, RobotState};
 use glue::policy::Policy;
@@ -22,6 +22,11 @@ fn hold(state: &RobotState) -> Action {
     Action { position: state.ee_position, orientation: state.ee_orientation, gripper: state.gripper.clamp(0.0, 0.08) }
 }
 
+/// Episode i samples from SEED + i, as `glue eval` does, so both give the same episodes.
+fn episode_rng(seed: u64, episode: u64) -> rand_chacha::ChaCha8Rng {
+    rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_add(episode))
+}
+
 fn main() -> eyre::Result<()> {
     let checkpoint = std::env::var("CHECKPOINT").map_err(|_| eyre::eyre!("policy: set CHECKPOINT to a checkpoint folder"))?;
     let policy = Policy::load(checkpoint.as_ref(), &burn::tensor::Device::flex())?;
@@ -29,19 +34,17 @@ fn main() -> eyre::Result<()> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     let mut queue = ActionQueue::new(env_or("CONTROL_HZ", 10.0)?, env_or::<u64>("MAX_LAG_MS", 50)? * 1_000_000);
     let (mut node, mut events) = DoraNode::init_from_env()?;
-    let mut episode = 0u64;
+    let mut current = CurrentEpisode::default();
     let mut state: Option<(u64, RobotState)> = None;
     let mut latency = Latency::default();
     let mut holds = 0u64;
     while let Some(Input { id, metadata, data }) = next_input(&mut events) {
         match id.as_str() {
             "episode" => {
-                let (h, event) = decode::<EpisodeEvent>(&metadata, &data)?;
-                if matches!(event, EpisodeEvent::Start { .. }) && h.episode >= episode {
-                    episode = h.episode;
+                let (h, _) = decode::<EpisodeEvent>(&metadata, &data)?;
+                if current.observe(h.episode) == EpisodeOrder::New {
                     queue.clear();
-                    // Episode i samples from SEED + i, as `glue eval` does, so both give the same episodes.
-                    rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed.wrapping_add(episode));
+                    rng = episode_rng(seed, h.episode);
                 }
             }
             "robot_state" => {
@@ -50,8 +53,13 @@ fn main() -> eyre::Result<()> {
             }
             "condition" => {
                 let (h, condition) = decode::<Condition>(&metadata, &data)?;
-                if h.episode != episode {
-                    continue;
+                match current.observe(h.episode) {
+                    EpisodeOrder::Stale => continue,
+                    EpisodeOrder::New => {
+                        queue.clear();
+                        rng = episode_rng(seed, h.episode);
+                    }
+                    EpisodeOrder::Current => {}
                 }
                 let start = Instant::now();
                 if queue.needs_chunk(h.timestamp_ns) {
