@@ -27,7 +27,7 @@ TASKS=${TASKS:-"push-button stack-block place-fruit"}
 POLICIES=${POLICIES:-"glue glue-s dp"}
 VARIANTS=${VARIANTS:-"none clutter occlusion lighting"}
 ABLATION_TASK=${ABLATION_TASK:-push-button}
-ABLATION_K=${ABLATION_K:-"10 20"}
+ABLATION_K=${ABLATION_K-"10 20"}   # set it empty to skip the ablation
 
 stages=${*:-demos train eval report}
 mkdir -p "$STUDY"/{demos,runs,eval,logs}

@@ -1,8 +1,9 @@
 //! `tracker` node: follows the episode's keypoints every frame with visibility (paper sec. III-B).
 //!
-//! Inputs: `episode` (a start forgets the previous episode's tracks), `image`, `keypoints_init` (the grounding
-//! node's keypoints on the episode's first frame). Output: `keypoints` (`[N, 3]` = x, y, visible, indices stable
-//! for the whole episode) for the init frame and every later frame. Frames that arrive before the init are kept
+//! Inputs: `episode` (a newer episode, announced by its start or any of its messages, forgets the previous
+//! tracks), `image`, `keypoints_init` (the grounding node's keypoints on the episode's first frame). Output:
+//! `keypoints` (`[N, 3]` = x, y, visible, indices stable for the whole episode) for the init frame and every later
+//! frame. Frames that arrive before the init are kept
 //! and tracked as soon as it comes. Settings: none (the tracker is `glue::track::KltTracker` with its documented
 //! defaults; an episode whose grounding found no object keeps its invisible keypoints, see
 //! `glue::annotate::EpisodeTracks`). At the end of the run the node prints its per-frame latency (mean, p95).
@@ -10,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use dora_bridge::{Input, Latency, decode, next_input, send};
+use dora_bridge::{CurrentEpisode, EpisodeOrder, Input, Latency, decode, next_input, send};
 use dora_node_api::DoraNode;
 use glue::msg::{EpisodeEvent, Header, Image, Keypoints};
 use glue::annotate::EpisodeTracks;
@@ -20,31 +21,47 @@ fn rgb(image: Image) -> eyre::Result<image::RgbImage> {
     image::RgbImage::from_raw(w, h, image.data).ok_or_else(|| eyre::eyre!("tracker: image is not {w}x{h} rgb8"))
 }
 
+/// What an input carries besides its header.
+enum Payload {
+    None,
+    Init(Keypoints),
+    Frame(Image),
+}
+
 fn main() -> eyre::Result<()> {
     let (mut node, mut events) = DoraNode::init_from_env()?;
-    let mut episode = 0u64;
+    let mut current = CurrentEpisode::default();
+    // The current episode's frames not tracked yet, by frame index.
     let mut waiting: BTreeMap<u64, (Header, Image)> = BTreeMap::new();
     let mut tracker: Option<EpisodeTracks> = None;
     let mut latency = Latency::default();
     while let Some(Input { id, metadata, data }) = next_input(&mut events) {
-        match id.as_str() {
-            "episode" => {
-                let (h, event) = decode::<EpisodeEvent>(&metadata, &data)?;
-                if matches!(event, EpisodeEvent::Start { .. }) && h.episode > episode {
-                    episode = h.episode;
-                    waiting.retain(|_, (wh, _)| wh.episode == episode);
-                    tracker = None;
-                }
-            }
+        let (h, payload) = match id.as_str() {
+            "episode" => (decode::<EpisodeEvent>(&metadata, &data)?.0, Payload::None),
             "keypoints_init" => {
                 let (h, init) = decode::<Keypoints>(&metadata, &data)?;
-                if h.episode < episode {
-                    continue;
-                }
-                if h.episode > episode {
-                    episode = h.episode;
-                    waiting.retain(|_, (wh, _)| wh.episode == episode);
-                }
+                (h, Payload::Init(init))
+            }
+            "image" => {
+                let (h, image) = decode::<Image>(&metadata, &data)?;
+                (h, Payload::Frame(image))
+            }
+            other => eyre::bail!("tracker: unexpected input `{other}`"),
+        };
+        match current.observe(h.episode) {
+            EpisodeOrder::Stale => continue,
+            EpisodeOrder::New => {
+                waiting.clear();
+                tracker = None;
+            }
+            EpisodeOrder::Current => {}
+        }
+        match payload {
+            Payload::None => {}
+            Payload::Frame(image) => {
+                waiting.insert(h.frame, (h, image));
+            }
+            Payload::Init(init) => {
                 let Some((fh, first)) = waiting.remove(&h.frame) else {
                     eyre::bail!("tracker: keypoints_init for frame {} of episode {} but its image never came", h.frame, h.episode)
                 };
@@ -55,19 +72,6 @@ fn main() -> eyre::Result<()> {
                 tracker = Some(t);
                 waiting.retain(|&f, _| f > h.frame);
             }
-            "image" => {
-                let (h, image) = decode::<Image>(&metadata, &data)?;
-                if h.episode < episode {
-                    continue;
-                }
-                if h.episode > episode {
-                    episode = h.episode;
-                    waiting.clear();
-                    tracker = None;
-                }
-                waiting.insert(h.frame, (h, image));
-            }
-            other => eyre::bail!("tracker: unexpected input `{other}`"),
         }
         if let Some(t) = tracker.as_mut() {
             while let Some((_, (h, image))) = waiting.pop_first() {
