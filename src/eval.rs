@@ -64,6 +64,8 @@ pub struct EvalConfig {
     pub keypoint_weights: PathBuf,
     /// Episodes run in lockstep, batched through the policy.
     pub parallel: usize,
+    /// Temporal-ensembling coefficient (the policy node's `TEMPORAL_ENSEMBLE`); `None` executes whole chunks.
+    pub temporal_ensemble: Option<f32>,
 }
 
 /// One episode's outcome.
@@ -163,6 +165,9 @@ pub struct EvalReport {
     pub wilson_95: [f64; 2],
     /// Episodes run in lockstep (the latency figures are per batched tick and per batched chunk).
     pub parallel: usize,
+    /// Temporal-ensembling coefficient, `None` for whole chunks.
+    #[serde(default)]
+    pub temporal_ensemble: Option<f32>,
     pub latency: Latency,
     pub per_episode: Vec<EpisodeResult>,
 }
@@ -250,7 +255,7 @@ pub fn evaluate(config: &EvalConfig, out: &Path, device: &Device) -> Result<Eval
                 spec,
                 sim,
                 buffer: ConditionBuffer::new(policy.config.n_obs_steps),
-                queue: ActionQueue::new(sim_config.control_hz, period_ns / 2),
+                queue: ActionQueue::new(sim_config.control_hz, period_ns / 2).with_temporal_ensemble(config.temporal_ensemble)?,
                 rng: ChaCha8Rng::seed_from_u64(config.seed.wrapping_add(index)),
                 tracker: None,
                 writer,
@@ -400,6 +405,7 @@ pub fn evaluate(config: &EvalConfig, out: &Path, device: &Device) -> Result<Eval
         success_rate: successes as f64 / results.len().max(1) as f64,
         wilson_95: wilson_95(successes, results.len()),
         parallel: config.parallel,
+        temporal_ensemble: config.temporal_ensemble,
         latency: Latency {
             chunk_mean_ms: mean(&chunk_ms),
             chunk_p95_ms: p95(&chunk_ms),

@@ -181,6 +181,10 @@ enum Command {
         /// Episodes run in lockstep, batched through the policy (vectorised evaluation; use 10-50 on a GPU).
         #[arg(long, default_value_t = 1)]
         parallel: usize,
+        /// Temporal ensembling (ACT): plan a chunk every tick and command the mean of every chunk's action for the
+        /// tick, weighted exp(-M·i) from the oldest chunk (ACT uses 0.01). Off: execute each chunk's actions.
+        #[arg(long, value_name = "M")]
+        temporal_ensemble: Option<f32>,
         #[arg(long)]
         out: PathBuf,
         #[arg(long, value_enum, default_value = "cpu")]
@@ -482,6 +486,7 @@ fn loop_bench(repeats: u32, device: &burn::tensor::Device) -> eyre::Result<Strin
         k: 15,
         keypoint_weights: PathBuf::from(SMALL_LOCAL_ENCODER),
         parallel: 1,
+        temporal_ensemble: None,
     };
     let report = glue::eval::evaluate(&config, &out, device);
     std::fs::remove_dir_all(&out).ok();
@@ -643,7 +648,7 @@ fn run(cli: Cli) -> eyre::Result<bool> {
             }
         }
         Command::Train(args) => train(args)?,
-        Command::Eval { checkpoint, scene, episodes, seed_start, keypoints, k, keypoint_weights, video, record, seed, parallel, out, device } => {
+        Command::Eval { checkpoint, scene, episodes, seed_start, keypoints, k, keypoint_weights, video, record, seed, parallel, temporal_ensemble, out, device } => {
             eyre::ensure!(episodes >= 1, "--episodes: expected at least 1");
             let config = EvalConfig {
                 checkpoint,
@@ -659,6 +664,7 @@ fn run(cli: Cli) -> eyre::Result<bool> {
                 k,
                 keypoint_weights,
                 parallel,
+                temporal_ensemble,
             };
             let report = glue::eval::evaluate(&config, &out, &device.device())?;
             println!(

@@ -205,6 +205,7 @@ mod tests {
             success_rate: successes as f64 / 50.0,
             wilson_95: wilson_95(successes, 50),
             parallel: 10,
+            temporal_ensemble: None,
             latency: Latency::default(),
             per_episode: Vec::new(),
         }

@@ -123,20 +123,21 @@ fn sim_dataflow_records_the_same_episodes_as_the_in_process_loop_and_replay_roun
 }
 
 /// The full loop in the graph (sim -> grounding -> tracker -> encoder -> policy -> sim, the shipped GLUE
-/// checkpoint) drives the same episode as `glue eval` in-process: both run the same library code (keypoint
+/// checkpoint) drives the same episodes as `glue eval` in-process: both run the same library code (keypoint
 /// extraction, KLT tracking, `glue::policy::runtime`) in lock step with the simulator, so every keypoint and every
 /// action must be bit-identical.
-#[test]
-fn sim_dataflow_matches_the_in_process_evaluation() {
-    let dir = temp_dir("policy");
+fn graph_matches_eval(name: &str, episodes: u64, temporal_ensemble: Option<f32>) {
+    let dir = temp_dir(name);
     let out = dir.join("recordings");
     let checkpoint = root().join("checkpoints/push-button-glue-small");
     let weights = root().join("checkpoints/local-vit-small");
+    let (n, m) = (episodes.to_string(), temporal_ensemble.map(|m| m.to_string()).unwrap_or_default());
     let settings = [
-        ("EPISODES", "2"),
+        ("EPISODES", n.as_str()),
         ("SEED_START", "1000"),
         ("WEIGHTS", weights.to_str().unwrap()),
         ("CHECKPOINT", checkpoint.to_str().unwrap()),
+        ("TEMPORAL_ENSEMBLE", m.as_str()),
         ("OUT_DIR", out.to_str().unwrap()),
     ];
     let log = dora_run(&dataflow("dataflow.sim.yml", &dir, &settings));
@@ -144,13 +145,13 @@ fn sim_dataflow_matches_the_in_process_evaluation() {
         assert!(log.contains(&format!("{node}: ")), "{node} reports its latency:\n{log}");
     }
     let graph = recorded(&out);
-    assert_eq!(graph.len(), 2);
+    assert_eq!(graph.len() as u64, episodes);
 
     let config = glue::eval::EvalConfig {
         checkpoint,
         sim: SimConfig::default(),
         task: TaskKind::PushButton,
-        episodes: 2,
+        episodes,
         condition: Condition::IN_DOMAIN,
         seed_start: 1000,
         keypoints: glue::eval::Keypoints::Tracker,
@@ -160,9 +161,9 @@ fn sim_dataflow_matches_the_in_process_evaluation() {
         k: 15,
         keypoint_weights: root().join("checkpoints/local-vit-small"),
         parallel: 1,
+        temporal_ensemble,
     };
     let report = glue::eval::evaluate(&config, &dir.join("eval"), &burn::tensor::Device::flex()).unwrap();
-    // Both episodes: the second checks that each episode draws its own sampling noise (SEED + episode) in both.
     for (i, path) in list_episodes(dir.join("eval")).unwrap().iter().enumerate() {
         let (in_process, graph) = (read_episode(path).unwrap(), &graph[i]);
         assert_eq!(report.per_episode[i].success, graph.success);
@@ -173,6 +174,18 @@ fn sim_dataflow_matches_the_in_process_evaluation() {
         }
     }
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Two episodes: the second checks that each episode draws its own sampling noise (SEED + episode) in both.
+#[test]
+fn sim_dataflow_matches_the_in_process_evaluation() {
+    graph_matches_eval("policy", 2, None);
+}
+
+/// With temporal ensembling (a chunk every tick, overlapping predictions averaged) in the node and in `glue eval`.
+#[test]
+fn sim_dataflow_with_temporal_ensembling_matches_the_in_process_evaluation() {
+    graph_matches_eval("policy-ensemble", 1, Some(0.01));
 }
 
 /// Replay paces ticks by their recorded timestamps: at speed 1 a run takes the episode's duration longer than the

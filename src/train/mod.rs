@@ -66,8 +66,9 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Write `last/` every this many epochs (and after the final one).
     pub checkpoint_every: usize,
-    /// Wall-clock budget of one invocation (minutes): after each epoch the run shortens `epochs`, and with it the
-    /// cosine schedule, to the epochs that still fit at the measured pace.
+    /// Wall-clock budget of one invocation (minutes): after each epoch the run sets `epochs`, and with it the
+    /// cosine schedule's end, to the epochs that still fit at the latest epoch's pace (at most the epochs asked
+    /// for, so a slow first epoch that shortened the run can be made up for).
     #[serde(default)]
     pub max_minutes: Option<f64>,
 }
@@ -404,7 +405,7 @@ fn run(mut config: TrainConfig, out: &Path, resume: bool, device: &Device) -> Re
     let mut last_loss = f64::NAN;
     let first_epoch = progress_state.epochs_done;
     let mut epoch = first_epoch;
-    let mut epoch_seconds = 0.0;
+    let requested_epochs = config.epochs;
     while epoch < config.epochs {
         let epoch_start = Instant::now();
         let mut rng = ChaCha8Rng::seed_from_u64(config.seed ^ ((epoch as u64 + 1) << 32));
@@ -471,12 +472,14 @@ fn run(mut config: TrainConfig, out: &Path, resume: bool, device: &Device) -> Re
         });
         if let Some(minutes) = config.max_minutes {
             let spent = started.elapsed().as_secs_f64();
-            // The pace of the epochs alone: the setup (loading, key-feature cache) is spent once.
-            epoch_seconds += epoch_start.elapsed().as_secs_f64();
-            let pace = epoch_seconds / (epoch + 1 - first_epoch) as f64;
+            // The pace of the latest epoch: a process's first epoch also pays for kernel compilation and
+            // autotuning on GPUs, so an early estimate is pessimistic and may be revised upwards again (never
+            // past the epochs asked for).
+            let pace = epoch_start.elapsed().as_secs_f64();
             let fit = ((minutes * 60.0 - spent) / pace).floor().max(0.0) as usize;
-            if epoch + 1 + fit < config.epochs {
-                config.epochs = epoch + 1 + fit;
+            let epochs = (epoch + 1 + fit).min(requested_epochs);
+            if epochs != config.epochs {
+                config.epochs = epochs;
                 total_steps = steps_per_epoch * config.epochs;
                 bar.set_length(total_steps as u64);
                 std::fs::write(out.join("train.json"), serde_json::to_string_pretty(&config)?)?;

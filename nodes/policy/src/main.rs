@@ -1,7 +1,9 @@
 //! `policy` node: global condition -> action chunks (U-Net + DDIM) -> one command per control tick.
 //!
 //! Settings: `CHECKPOINT` (the encoder's), `SEED` (sampling noise: episode i draws from SEED + i; default 0),
-//! `CONTROL_HZ` (default 10), `MAX_LAG_MS` (planned actions more overdue than this are dropped; default 50).
+//! `CONTROL_HZ` (default 10), `MAX_LAG_MS` (planned actions more overdue than this are dropped; default 50),
+//! `TEMPORAL_ENSEMBLE` (ACT's coefficient `m`, e.g. 0.01: a chunk every tick, overlapping predictions averaged;
+//! empty or unset: execute each chunk's `n_action_steps` actions).
 //! Inputs: `condition` (from `encoder`), `robot_state` (for the hold command), `episode` (a newer episode, announced by its start or its first condition, clears the plan).
 //! Outputs: `action_chunk` (each newly sampled chunk, `[n_action_steps, 8]`) and `action` for every condition's
 //! frame. Scheduling is `glue::policy::runtime::ActionQueue`; every command passes `safe_action` first, and when a
@@ -32,7 +34,12 @@ fn main() -> eyre::Result<()> {
     let policy = Policy::load(checkpoint.as_ref(), &burn::tensor::Device::flex())?;
     let seed: u64 = env_or("SEED", 0)?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let mut queue = ActionQueue::new(env_or("CONTROL_HZ", 10.0)?, env_or::<u64>("MAX_LAG_MS", 50)? * 1_000_000);
+    let ensemble = match std::env::var("TEMPORAL_ENSEMBLE").unwrap_or_default().trim() {
+        "" => None,
+        m => Some(m.parse::<f32>().map_err(|e| eyre::eyre!("policy: TEMPORAL_ENSEMBLE={m:?}: expected a number ({e})"))?),
+    };
+    let mut queue = ActionQueue::new(env_or("CONTROL_HZ", 10.0)?, env_or::<u64>("MAX_LAG_MS", 50)? * 1_000_000)
+        .with_temporal_ensemble(ensemble)?;
     let (mut node, mut events) = DoraNode::init_from_env()?;
     let mut current = CurrentEpisode::default();
     let mut state: Option<(u64, RobotState)> = None;
