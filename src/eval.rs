@@ -385,16 +385,28 @@ pub fn evaluate(config: &EvalConfig, out: &Path, device: &Device) -> Result<Eval
             results.push(result);
         }
     }
-    let successes = results.iter().filter(|r| r.success).count();
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
     let p95 = |v: &[f64]| {
         let mut sorted = v.to_vec();
         sorted.sort_by(f64::total_cmp);
         sorted.get((sorted.len() * 95 / 100).min(sorted.len().saturating_sub(1))).copied().unwrap_or(0.0)
     };
+    let latency = Latency {
+        chunk_mean_ms: mean(&chunk_ms),
+        chunk_p95_ms: p95(&chunk_ms),
+        tick_mean_ms: mean(&tick_ms),
+        tick_p95_ms: p95(&tick_ms),
+        stages: stages.scaled(1.0 / episode_ticks.max(1) as f64),
+    };
+    write_report(config, policy.config.policy.name(), results, latency, out)
+}
+
+/// `eval.json` for `results`.
+fn write_report(config: &EvalConfig, policy: &str, results: Vec<EpisodeResult>, latency: Latency, out: &Path) -> Result<EvalReport> {
+    let successes = results.iter().filter(|r| r.success).count();
     let report = EvalReport {
         checkpoint: config.checkpoint.display().to_string(),
-        policy: policy.config.policy.name().to_string(),
+        policy: policy.to_string(),
         task: config.task.name().to_string(),
         variant: config.condition.variant.name().to_string(),
         strength: config.condition.strength,
@@ -406,17 +418,128 @@ pub fn evaluate(config: &EvalConfig, out: &Path, device: &Device) -> Result<Eval
         wilson_95: wilson_95(successes, results.len()),
         parallel: config.parallel,
         temporal_ensemble: config.temporal_ensemble,
-        latency: Latency {
-            chunk_mean_ms: mean(&chunk_ms),
-            chunk_p95_ms: p95(&chunk_ms),
-            tick_mean_ms: mean(&tick_ms),
-            tick_p95_ms: p95(&tick_ms),
-            stages: stages.scaled(1.0 / episode_ticks.max(1) as f64),
-        },
+        latency,
         per_episode: results,
     };
     std::fs::write(out.join("eval.json"), serde_json::to_string_pretty(&report)?)?;
     Ok(report)
+}
+
+/// What `glue eval --dataflow` runs.
+#[derive(Clone, Debug)]
+pub struct DataflowSetup {
+    /// The graph file (`dataflow.sim.yml`): sim -> grounding -> tracker -> encoder -> policy -> sim, recorder.
+    pub graph: PathBuf,
+    /// The `dora` command.
+    pub dora: PathBuf,
+    /// The folder of the node binaries (`glue-sim`, `glue-policy`, ...).
+    pub binaries: PathBuf,
+}
+
+/// Runs the same evaluation through the dora graph instead of in-process: a copy of the graph with the
+/// evaluation's settings in each node's `env:` goes to `out/dataflow.yml`, `dora run` runs it (output in
+/// `out/dataflow.log`), and `eval.json` is built from the recorder's episodes (`out/episodes/<dataflow id>/`, always
+/// kept) and the nodes' reports: per-episode success and length from the recordings, holds from the policy node's
+/// log, per-node latency from each node's summary (`stages`, per episode-tick, grounding spread over the ticks;
+/// `tick_mean_ms` their sum, the serial chain's time per tick; `tick_p95_ms` the sum of the per-tick nodes' p95, a
+/// bound; `chunk_*` the policy node's chunk sampling).
+pub fn evaluate_in_dataflow(config: &EvalConfig, out: &Path, setup: &DataflowSetup) -> Result<EvalReport> {
+    use crate::dataflow::{Graph, absolute, dora_run, node_latency, node_messages};
+    ensure!(
+        config.keypoints == Keypoints::Tracker,
+        "--keypoints oracle: the graph runs the perception pipeline (grounding and tracker nodes); oracle keypoints are in-process only"
+    );
+    ensure!(config.parallel == 1, "--parallel {}: the graph runs one episode at a time (--parallel is in-process only)", config.parallel);
+    // The checkpoint is checked here, before the graph starts, so that a bad one fails in seconds.
+    let policy = Policy::load(&config.checkpoint, &Device::flex())?;
+    std::fs::create_dir_all(out).wrap_err_with(|| format!("cannot create {}", out.display()))?;
+    let out = absolute(out, "--out")?;
+    let recordings = out.join("episodes");
+    let mut graph = Graph::read(&setup.graph)?;
+    graph.set_binaries(&absolute(&setup.binaries, "the node binaries' folder")?);
+    let path = |p: &Path, what: &str| Ok::<_, eyre::Report>(absolute(p, what)?.display().to_string());
+    let checkpoint = path(&config.checkpoint, "--checkpoint")?;
+    let settings = [
+        ("sim", "TASK", config.task.name().to_string()),
+        ("sim", "EPISODES", config.episodes.to_string()),
+        ("sim", "SEED_START", config.seed_start.to_string()),
+        ("sim", "VARIANT", config.condition.variant.name().to_string()),
+        ("sim", "STRENGTH", config.condition.strength.to_string()),
+        ("sim", "WIDTH", config.sim.width.to_string()),
+        ("sim", "HEIGHT", config.sim.height.to_string()),
+        ("grounding", "WEIGHTS", path(&config.keypoint_weights, "--keypoint-weights")?),
+        ("grounding", "K", config.k.to_string()),
+        ("grounding", "SEED", "0".to_string()),
+        ("encoder", "CHECKPOINT", checkpoint.clone()),
+        ("policy", "CHECKPOINT", checkpoint),
+        ("policy", "SEED", config.seed.to_string()),
+        ("policy", "TEMPORAL_ENSEMBLE", config.temporal_ensemble.map(|m| m.to_string()).unwrap_or_default()),
+        ("recorder", "OUT_DIR", recordings.display().to_string()),
+    ];
+    for (node, key, value) in &settings {
+        graph.set_env(node, key, value).wrap_err_with(|| format!("graph {}", setup.graph.display()))?;
+    }
+    let file = out.join("dataflow.yml");
+    graph.write(&file)?;
+    eprintln!("running {} episodes through `dora run {}` (log: {})", config.episodes, file.display(), out.join("dataflow.log").display());
+    dora_run(&setup.dora, &file, &out.join("dataflow.log"))?;
+
+    let run = std::fs::read_dir(&recordings)
+        .wrap_err_with(|| format!("the recorder wrote nothing into {}", recordings.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .max()
+        .ok_or_else(|| eyre::eyre!("the recorder wrote no run folder into {}", recordings.display()))?;
+    let episodes: Vec<_> = crate::recording::list_episodes(&run)?.iter().map(crate::recording::read_episode).collect::<Result<_, _>>()?;
+    ensure!(
+        episodes.len() as u64 == config.episodes,
+        "the graph recorded {} of {} episodes in {}; see {}",
+        episodes.len(),
+        config.episodes,
+        run.display(),
+        out.join("dataflow.log").display()
+    );
+    let messages = node_messages(&out)?;
+    let holds = |episode: u64| {
+        let prefix = format!("policy: episode {episode} frame ");
+        messages.get("policy").map_or(0, |m| m.iter().filter(|l| l.starts_with(&prefix)).count() as u32)
+    };
+    let mut results = Vec::with_capacity(episodes.len());
+    for episode in &episodes {
+        let result = EpisodeResult {
+            seed: episode.info.seed,
+            success: episode.success,
+            ticks: episode.ticks.len() as u32,
+            invalid_actions: holds(episode.info.episode),
+        };
+        eprintln!("episode {} (seed {}): {} in {} ticks", episode.info.episode, result.seed, if result.success { "success" } else { "failure" }, result.ticks);
+        if let Some(dir) = &config.video {
+            let name = format!("{}-{}-seed{:06}.gif", config.task.name(), config.condition.variant.name(), result.seed);
+            std::fs::create_dir_all(dir)?;
+            crate::viz::render_episode_gif(episode, &dir.join(name), &crate::viz::GifOptions { keypoints: true, ..Default::default() })?;
+        }
+        results.push(result);
+    }
+    let ticks = results.iter().map(|r| f64::from(r.ticks)).sum::<f64>().max(1.0);
+    let [sim, tracker, encoder, step] = ["sim", "tracker", "encoder", "policy"].map(|n| node_latency(&messages, n, &format!("{n}: ")));
+    let (sim, tracker, encoder, step) = (sim?, tracker?, encoder?, step?);
+    let grounding = node_latency(&messages, "grounding", "grounding: ")?;
+    let chunks = node_latency(&messages, "policy", "chunks: ")?;
+    let stages = StageTimes {
+        sim_ms: sim.1,
+        grounding_ms: grounding.0 as f64 * grounding.1 / ticks,
+        tracker_ms: tracker.1,
+        encoder_ms: encoder.1,
+        policy_ms: step.1,
+    };
+    let latency = Latency {
+        chunk_mean_ms: chunks.1,
+        chunk_p95_ms: chunks.2,
+        tick_mean_ms: stages.sim_ms + stages.grounding_ms + stages.tracker_ms + stages.encoder_ms + stages.policy_ms,
+        tick_p95_ms: sim.2 + tracker.2 + encoder.2 + step.2,
+        stages,
+    };
+    write_report(config, policy.config.policy.name(), results, latency, &out)
 }
 
 #[cfg(test)]

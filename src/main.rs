@@ -185,6 +185,13 @@ enum Command {
         /// tick, weighted exp(-M·i) from the oldest chunk (ACT uses 0.01). Off: execute each chunk's actions.
         #[arg(long, value_name = "M")]
         temporal_ensemble: Option<f32>,
+        /// Run the episodes through the dora graph (`dora run`, one episode at a time) instead of in-process: the
+        /// same nodes as the README's main job, its episodes kept in OUT/episodes, its settings in OUT/dataflow.yml.
+        #[arg(long)]
+        dataflow: bool,
+        /// The graph `--dataflow` runs.
+        #[arg(long, default_value = "dataflow.sim.yml")]
+        graph: PathBuf,
         #[arg(long)]
         out: PathBuf,
         #[arg(long, value_enum, default_value = "cpu")]
@@ -648,7 +655,7 @@ fn run(cli: Cli) -> eyre::Result<bool> {
             }
         }
         Command::Train(args) => train(args)?,
-        Command::Eval { checkpoint, scene, episodes, seed_start, keypoints, k, keypoint_weights, video, record, seed, parallel, temporal_ensemble, out, device } => {
+        Command::Eval { checkpoint, scene, episodes, seed_start, keypoints, k, keypoint_weights, video, record, seed, parallel, temporal_ensemble, dataflow, graph, out, device } => {
             eyre::ensure!(episodes >= 1, "--episodes: expected at least 1");
             let config = EvalConfig {
                 checkpoint,
@@ -666,7 +673,14 @@ fn run(cli: Cli) -> eyre::Result<bool> {
                 parallel,
                 temporal_ensemble,
             };
-            let report = glue::eval::evaluate(&config, &out, &device.device())?;
+            let report = if dataflow {
+                let exe = std::env::current_exe()?;
+                let binaries = exe.parent().ok_or_else(|| eyre::eyre!("cannot locate the node binaries beside {}", exe.display()))?;
+                let setup = glue::eval::DataflowSetup { graph, dora: glue::dataflow::dora_command(), binaries: binaries.to_path_buf() };
+                glue::eval::evaluate_in_dataflow(&config, &out, &setup)?
+            } else {
+                glue::eval::evaluate(&config, &out, &device.device())?
+            };
             println!(
                 "{} on {} ({}, strength {}): {}/{} succeeded, success rate {:.2} (95% CI {:.2}-{:.2}); chunk latency mean {:.0} ms, p95 {:.0} ms; wrote {}",
                 report.policy,

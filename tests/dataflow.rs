@@ -7,6 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use glue::collect::run_expert;
+use glue::dataflow::Graph;
 use glue::recording::{list_episodes, read_episode, Episode};
 use glue::sim::ood::Condition;
 use glue::sim::task::TaskKind;
@@ -29,23 +30,22 @@ fn temp_dir(name: &str) -> PathBuf {
     d
 }
 
-/// Copies a dataflow with absolute node paths and the given `KEY: value` settings replaced, into `dir`.
-fn dataflow(name: &str, dir: &Path, settings: &[(&str, &str)]) -> PathBuf {
-    let mut yaml = std::fs::read_to_string(root().join(name)).unwrap();
+/// Copies a dataflow into `dir` with absolute node paths and the given `(node, KEY, value)` settings.
+fn dataflow(name: &str, dir: &Path, settings: &[(&str, &str, &str)]) -> PathBuf {
+    let yaml = std::fs::read_to_string(root().join(name)).unwrap();
     let bin = root().join("target/release");
     for node in ["glue-sim", "glue-expert", "glue-grounding", "glue-tracker", "glue-encoder", "glue-policy", "glue-recorder", "glue-replay"] {
         if yaml.contains(node) {
             assert!(bin.join(node).exists(), "{} is missing: build the nodes first (cargo build --release --workspace)", bin.join(node).display());
         }
     }
-    yaml = yaml.replace("path: target/release/", &format!("path: {}/", bin.display()));
-    for (key, value) in settings {
-        let line = yaml.lines().find(|l| l.trim_start().starts_with(&format!("{key}:"))).unwrap_or_else(|| panic!("{name} has no {key}")).to_string();
-        let indent = &line[..line.len() - line.trim_start().len()];
-        yaml = yaml.replace(&line, &format!("{indent}{key}: \"{value}\""));
+    let mut graph = Graph::read(&root().join(name)).unwrap();
+    graph.set_binaries(&bin);
+    for (node, key, value) in settings {
+        graph.set_env(node, key, value).unwrap();
     }
     let path = dir.join(name);
-    std::fs::write(&path, yaml).unwrap();
+    graph.write(&path).unwrap();
     path
 }
 
@@ -84,7 +84,7 @@ fn recorded(out: &Path) -> Vec<Episode> {
 fn sim_dataflow_records_the_same_episodes_as_the_in_process_loop_and_replay_round_trips() {
     let dir = temp_dir("sim");
     let out = dir.join("recordings");
-    let file = dataflow("dataflow.expert.yml", &dir, &[("TASK", "push-button"), ("EPISODES", "2"), ("SEED_START", "40"), ("OUT_DIR", out.to_str().unwrap())]);
+    let file = dataflow("dataflow.expert.yml", &dir, &[("sim", "TASK", "push-button"), ("sim", "EPISODES", "2"), ("sim", "SEED_START", "40"), ("recorder", "OUT_DIR", out.to_str().unwrap())]);
     let log = dora_run(&file);
     assert!(log.contains("2 episodes in"), "recorder summary missing:\n{log}");
     let episodes = recorded(&out);
@@ -110,7 +110,7 @@ fn sim_dataflow_records_the_same_episodes_as_the_in_process_loop_and_replay_roun
 
     let replayed = dir.join("replayed");
     let run_dir = std::fs::read_dir(&out).unwrap().next().unwrap().unwrap().path();
-    let file = dataflow("dataflow.replay.yml", &dir, &[("RECORDINGS", run_dir.to_str().unwrap()), ("SPEED", "0"), ("OUT_DIR", replayed.to_str().unwrap())]);
+    let file = dataflow("dataflow.replay.yml", &dir, &[("replay", "RECORDINGS", run_dir.to_str().unwrap()), ("replay", "SPEED", "0"), ("recorder", "OUT_DIR", replayed.to_str().unwrap())]);
     dora_run(&file);
     let again = recorded(&replayed);
     assert_eq!(again.len(), episodes.len());
@@ -123,32 +123,13 @@ fn sim_dataflow_records_the_same_episodes_as_the_in_process_loop_and_replay_roun
 }
 
 /// The full loop in the graph (sim -> grounding -> tracker -> encoder -> policy -> sim, the shipped GLUE
-/// checkpoint) drives the same episodes as `glue eval` in-process: both run the same library code (keypoint
-/// extraction, KLT tracking, `glue::policy::runtime`) in lock step with the simulator, so every keypoint and every
-/// action must be bit-identical.
+/// checkpoint), run by `glue eval --dataflow`, drives the same episodes as `glue eval` in-process: both run the same
+/// library code (keypoint extraction, KLT tracking, `glue::policy::runtime`) in lock step with the simulator, so
+/// every keypoint and every action must be bit-identical, and so must the two `eval.json` results.
 fn graph_matches_eval(name: &str, episodes: u64, temporal_ensemble: Option<f32>) {
     let dir = temp_dir(name);
-    let out = dir.join("recordings");
-    let checkpoint = root().join("checkpoints/push-button-glue-small");
-    let weights = root().join("checkpoints/local-vit-small");
-    let (n, m) = (episodes.to_string(), temporal_ensemble.map(|m| m.to_string()).unwrap_or_default());
-    let settings = [
-        ("EPISODES", n.as_str()),
-        ("SEED_START", "1000"),
-        ("WEIGHTS", weights.to_str().unwrap()),
-        ("CHECKPOINT", checkpoint.to_str().unwrap()),
-        ("TEMPORAL_ENSEMBLE", m.as_str()),
-        ("OUT_DIR", out.to_str().unwrap()),
-    ];
-    let log = dora_run(&dataflow("dataflow.sim.yml", &dir, &settings));
-    for node in ["grounding", "tracker", "encoder", "policy"] {
-        assert!(log.contains(&format!("{node}: ")), "{node} reports its latency:\n{log}");
-    }
-    let graph = recorded(&out);
-    assert_eq!(graph.len() as u64, episodes);
-
     let config = glue::eval::EvalConfig {
-        checkpoint,
+        checkpoint: root().join("checkpoints/push-button-glue-small"),
         sim: SimConfig::default(),
         task: TaskKind::PushButton,
         episodes,
@@ -163,10 +144,28 @@ fn graph_matches_eval(name: &str, episodes: u64, temporal_ensemble: Option<f32>)
         parallel: 1,
         temporal_ensemble,
     };
+    for node in ["glue-sim", "glue-grounding", "glue-tracker", "glue-encoder", "glue-policy", "glue-recorder"] {
+        assert!(root().join("target/release").join(node).exists(), "{node} is missing: build the nodes first (cargo build --release --workspace)");
+    }
+    let setup = glue::eval::DataflowSetup { graph: root().join("dataflow.sim.yml"), dora: dora(), binaries: root().join("target/release") };
+    let graph_report = glue::eval::evaluate_in_dataflow(&config, &dir.join("graph"), &setup).unwrap();
+    let stages = &graph_report.latency.stages;
+    for (node, ms) in [("sim", stages.sim_ms), ("grounding", stages.grounding_ms), ("tracker", stages.tracker_ms), ("encoder", stages.encoder_ms), ("policy", stages.policy_ms)] {
+        assert!(ms > 0.0, "{node} reported no latency: {stages:?}");
+    }
+    let graph = recorded(&dir.join("graph/episodes"));
+    assert_eq!(graph.len() as u64, episodes);
+
     let report = glue::eval::evaluate(&config, &dir.join("eval"), &burn::tensor::Device::flex()).unwrap();
-    for (i, path) in list_episodes(dir.join("eval")).unwrap().iter().enumerate() {
+    assert_eq!(
+        serde_json::to_value(&graph_report.per_episode).unwrap(),
+        serde_json::to_value(&report.per_episode).unwrap(),
+        "glue eval --dataflow and glue eval disagree"
+    );
+    let in_process = list_episodes(dir.join("eval")).unwrap();
+    assert_eq!(in_process.len() as u64, episodes, "glue eval --record wrote {} episodes", in_process.len());
+    for (i, path) in in_process.iter().enumerate() {
         let (in_process, graph) = (read_episode(path).unwrap(), &graph[i]);
-        assert_eq!(report.per_episode[i].success, graph.success);
         assert_eq!(in_process.ticks.len(), graph.ticks.len(), "episode {i}: tick counts differ");
         for (a, b) in graph.ticks.iter().zip(&in_process.ticks) {
             assert!(a.keypoints.is_some() && a.keypoints == b.keypoints, "episode {i} frame {}: keypoints differ", a.frame);
@@ -178,13 +177,13 @@ fn graph_matches_eval(name: &str, episodes: u64, temporal_ensemble: Option<f32>)
 
 /// Two episodes: the second checks that each episode draws its own sampling noise (SEED + episode) in both.
 #[test]
-fn sim_dataflow_matches_the_in_process_evaluation() {
+fn eval_through_the_sim_dataflow_matches_the_in_process_evaluation() {
     graph_matches_eval("policy", 2, None);
 }
 
 /// With temporal ensembling (a chunk every tick, overlapping predictions averaged) in the node and in `glue eval`.
 #[test]
-fn sim_dataflow_with_temporal_ensembling_matches_the_in_process_evaluation() {
+fn eval_through_the_sim_dataflow_with_temporal_ensembling_matches_the_in_process_evaluation() {
     graph_matches_eval("policy-ensemble", 1, Some(0.01));
 }
 
@@ -204,7 +203,7 @@ fn replay_streams_at_the_recorded_timing() {
     std::fs::copy(&longest, single.join(longest.file_name().unwrap())).unwrap();
     let timed = |speed: &str| {
         let out = dir.join(format!("out-{speed}"));
-        let file = dataflow("dataflow.replay.yml", &dir, &[("RECORDINGS", single.to_str().unwrap()), ("SPEED", speed), ("OUT_DIR", out.to_str().unwrap())]);
+        let file = dataflow("dataflow.replay.yml", &dir, &[("replay", "RECORDINGS", single.to_str().unwrap()), ("replay", "SPEED", speed), ("recorder", "OUT_DIR", out.to_str().unwrap())]);
         let start = Instant::now();
         dora_run(&file);
         assert_eq!(recorded(&out).len(), 1);

@@ -8,7 +8,8 @@
 //! Outputs: `action_chunk` (each newly sampled chunk, `[n_action_steps, 8]`) and `action` for every condition's
 //! frame. Scheduling is `glue::policy::runtime::ActionQueue`; every command passes `safe_action` first, and when a
 //! command cannot be made valid the node sends a hold at the measured pose instead: invalid data never moves the
-//! arm. At the end of the run it prints its per-tick latency (mean, p95).
+//! arm (each hold is logged with its episode and frame). At the end of the run it prints its per-tick latency and
+//! that of chunk sampling (mean, p95).
 
 use std::time::Instant;
 
@@ -43,7 +44,7 @@ fn main() -> eyre::Result<()> {
     let (mut node, mut events) = DoraNode::init_from_env()?;
     let mut current = CurrentEpisode::default();
     let mut state: Option<(u64, RobotState)> = None;
-    let mut latency = Latency::default();
+    let (mut latency, mut chunk_latency) = (Latency::default(), Latency::default());
     let mut holds = 0u64;
     while let Some(Input { id, metadata, data }) = next_input(&mut events) {
         match id.as_str() {
@@ -71,6 +72,7 @@ fn main() -> eyre::Result<()> {
                 let start = Instant::now();
                 if queue.needs_chunk(h.timestamp_ns) {
                     let actions = policy.plan(&condition.values, &mut rng)?;
+                    chunk_latency.record(start);
                     queue.push_chunk(h.timestamp_ns, &actions);
                     let chunk: Result<Vec<Action>, _> = actions.iter().map(|&a| safe_action(a)).collect();
                     if let Ok(actions) = chunk {
@@ -84,8 +86,9 @@ fn main() -> eyre::Result<()> {
                             eyre::bail!("policy: no valid action and no robot_state to hold at (frame {})", h.frame)
                         };
                         holds += 1;
-                        if let Some(Err(e)) = other {
-                            eprintln!("policy: frame {}: {e:#}; holding", h.frame);
+                        match other {
+                            Some(Err(e)) => eprintln!("policy: episode {} frame {}: {e:#}; holding", h.episode, h.frame),
+                            _ => eprintln!("policy: episode {} frame {}: no planned action is due; holding", h.episode, h.frame),
                         }
                         hold(s)
                     }
@@ -96,6 +99,6 @@ fn main() -> eyre::Result<()> {
             other => eyre::bail!("policy: unexpected input `{other}`"),
         }
     }
-    eprintln!("policy: {} ({holds} holds)", latency.summary());
+    eprintln!("policy: {} ({holds} holds); chunks: {}", latency.summary(), chunk_latency.summary().replace("ticks", "chunks"));
     Ok(())
 }

@@ -8,8 +8,11 @@
 //! scripted experts only), `oracle_tracks`. Input: `action`, answering the frame it was computed for; the
 //! simulator steps once per valid action, so the episode is the same whatever the graph's timing. An action
 //! that fails validation is logged and replaced by a hold-position command: invalid data never moves the arm.
+//! At the end of the run it prints its per-tick latency (physics step, render and publishing; mean, p95).
 
-use dora_bridge::{decode, env_or, linger, send};
+use std::time::Instant;
+
+use dora_bridge::{Latency, decode, env_or, linger, send};
 use dora_node_api::{DoraNode, Event};
 use glue::msg::{Action, EpisodeEvent, Header, Image, ObjectInfo, Segmentation};
 use glue::sim::ood::{Condition, Variant};
@@ -38,6 +41,7 @@ fn main() -> eyre::Result<()> {
 
     let (mut node, mut events) = DoraNode::init_from_env()?;
     let mut successes = 0;
+    let mut latency = Latency::default();
     for episode in 0..episodes {
         let seed = seed_start + episode;
         let mut sim = Sim::new(&config, EpisodeSpec { task, seed, condition });
@@ -66,11 +70,14 @@ fn main() -> eyre::Result<()> {
                             sim.hold_action()
                         }
                     };
+                    let start = Instant::now();
                     sim.step(&action);
                     if sim.done() {
+                        latency.record(start);
                         break;
                     }
                     publish(&mut node, &mut sim, episode)?;
+                    latency.record(start);
                 }
                 Event::Stop(_) => return Ok(()),
                 _ => {}
@@ -82,5 +89,6 @@ fn main() -> eyre::Result<()> {
         successes += u64::from(sim.success());
     }
     println!("sim: {successes}/{episodes} episodes succeeded ({task}, {variant})");
+    eprintln!("sim: {}", latency.summary());
     linger(&mut events)
 }
