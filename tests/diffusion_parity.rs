@@ -3,10 +3,9 @@
 //! `tests/fixtures/make_diffusion.py`.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
 use burn::module::Module;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 use glue::diffusion::{
     BetaSchedule, DdimScheduler, DdimSchedulerConfig, DdpmScheduler, DdpmSchedulerConfig, PredictionType,
 };
@@ -14,27 +13,15 @@ use glue::unet::ConditionalUnet1dConfig;
 use serde::Deserialize;
 
 mod common;
-use common::{Array, max_abs_err};
+use common::{Array, Fixtures, device, max_abs_err};
 
 /// U-Net tolerance: max abs error relative to `max(1, max |reference|)`.
 const UNET_TOL: f32 = 1e-4;
 /// Scheduler tolerance: max abs error.
 const SCHED_TOL: f32 = 1e-5;
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/diffusion")
-}
-
-fn device() -> Device {
-    Device::flex()
-}
-
-fn read_arrays(name: &str) -> BTreeMap<String, Array> {
-    common::read_arrays(&fixtures().join(name))
-}
-
-fn read_json<T: for<'de> Deserialize<'de>>(name: &str) -> T {
-    common::read_json(&fixtures().join(name))
+fn fixtures() -> Fixtures {
+    Fixtures::new("diffusion")
 }
 
 #[derive(Deserialize)]
@@ -50,9 +37,9 @@ fn timestep_tensor(timesteps: &[i64]) -> Tensor<1> {
 
 /// Runs the U-Net fixture `name` from `weights` (under `prefix`) and returns (max abs error, max |reference|).
 fn unet_error(name: &str, weights: &str, prefix: &str) -> (f32, f32) {
-    let case: UnetCase = read_json(&format!("{name}.json"));
-    let io = read_arrays(&format!("{name}_io.safetensors"));
-    let model = case.config.load_safetensors(fixtures().join(weights), prefix, &device()).unwrap();
+    let case: UnetCase = fixtures().json(&format!("{name}.json"));
+    let io = fixtures().arrays(&format!("{name}_io.safetensors"));
+    let model = case.config.load_safetensors(fixtures().path(weights), prefix, &device()).unwrap();
     let out = model.forward(io["sample"].tensor(), timestep_tensor(&case.timesteps), io["global_cond"].tensor());
     let want = &io["output"];
     (max_abs_err(out, want), want.values.iter().fold(0.0, |m, v| m.max(v.abs())))
@@ -78,7 +65,7 @@ fn full_size_unet_has_lerobots_parameter_count() {
         config: ConditionalUnet1dConfig,
         num_params: usize,
     }
-    let full: FullSize = read_json("full_size.json");
+    let full: FullSize = fixtures().json("full_size.json");
     assert_eq!(full.config, ConditionalUnet1dConfig::new(7, 1031), "documented defaults");
     // Lazily initialised: counting parameters allocates nothing.
     assert_eq!(full.config.init(&device()).unwrap().num_params(), full.num_params);
@@ -92,9 +79,9 @@ fn unet_wrong_shape_names_tensor_and_both_shapes() {
         checkpoint_shape: Vec<usize>,
         model_shape: Vec<usize>,
     }
-    let case: UnetCase = read_json("unet_b.json");
-    let bad: Bad = read_json("unet_b_bad_shape.json");
-    let path = fixtures().join("unet_b_bad_shape.safetensors");
+    let case: UnetCase = fixtures().json("unet_b.json");
+    let bad: Bad = fixtures().json("unet_b_bad_shape.json");
+    let path = fixtures().path("unet_b_bad_shape.safetensors");
     let msg = format!("{:#}", case.config.load_safetensors(path, "", &device()).unwrap_err());
     println!("{msg}");
     for part in [bad.tensor, format!("{:?}", bad.checkpoint_shape), format!("{:?}", bad.model_shape)] {
@@ -104,16 +91,16 @@ fn unet_wrong_shape_names_tensor_and_both_shapes() {
 
 #[test]
 fn unet_rejects_a_checkpoint_of_another_config() {
-    let case: UnetCase = read_json("unet_a.json");
-    let err = case.config.load_safetensors(fixtures().join("unet_b.safetensors"), "", &device()).unwrap_err();
+    let case: UnetCase = fixtures().json("unet_a.json");
+    let err = case.config.load_safetensors(fixtures().path("unet_b.safetensors"), "", &device()).unwrap_err();
     assert!(format!("{err:#}").contains("diffusion_step_encoder.1.weight"), "{err:#}");
 }
 
 #[test]
 fn scheduler_configs_parse_diffusers_json() {
     // diffusers' own `scheduler.config` for LeRobot's arguments is exactly our default.
-    assert_eq!(read_json::<DdpmSchedulerConfig>("ddpm_config.json"), DdpmSchedulerConfig::default());
-    assert_eq!(read_json::<DdimSchedulerConfig>("ddim_config.json"), DdimSchedulerConfig::default());
+    assert_eq!(fixtures().json::<DdpmSchedulerConfig>("ddpm_config.json"), DdpmSchedulerConfig::default());
+    assert_eq!(fixtures().json::<DdimSchedulerConfig>("ddim_config.json"), DdimSchedulerConfig::default());
 }
 
 #[derive(Deserialize)]
@@ -139,7 +126,7 @@ fn linear_config() -> DdpmSchedulerConfig {
 
 #[test]
 fn ddpm_alphas_cumprod_match_diffusers() {
-    let a = read_arrays("schedulers.safetensors");
+    let a = fixtures().arrays("schedulers.safetensors");
     for (config, key) in
         [(DdpmSchedulerConfig::default(), "alphas_cumprod_cos"), (linear_config(), "alphas_cumprod_linear")]
     {
@@ -154,8 +141,8 @@ fn ddpm_alphas_cumprod_match_diffusers() {
 
 #[test]
 fn ddpm_add_noise_matches_diffusers() {
-    let a = read_arrays("schedulers.safetensors");
-    let cases: SchedulerCases = read_json("schedulers.json");
+    let a = fixtures().arrays("schedulers.safetensors");
+    let cases: SchedulerCases = fixtures().json("schedulers.json");
     let ddpm = DdpmScheduler::new(DdpmSchedulerConfig::default()).unwrap();
     let noisy = ddpm.schedule().add_noise(a["x0"].tensor::<3>(), a["noise"].tensor(), &cases.add_noise_timesteps);
     let err = max_abs_err(noisy, &a["noisy"]);
@@ -181,8 +168,8 @@ fn check_ddpm_trajectory(ddpm: &DdpmScheduler, a: &BTreeMap<String, Array>, pref
 
 #[test]
 fn ddpm_sampling_matches_diffusers() {
-    let a = read_arrays("schedulers.safetensors");
-    let cases: SchedulerCases = read_json("schedulers.json");
+    let a = fixtures().arrays("schedulers.safetensors");
+    let cases: SchedulerCases = fixtures().json("schedulers.json");
     let mut ddpm = DdpmScheduler::new(DdpmSchedulerConfig::default()).unwrap();
     check_ddpm_trajectory(&ddpm, &a, "ddpm", &cases.ddpm_timesteps);
     ddpm.set_timesteps(10).unwrap();
@@ -209,8 +196,8 @@ fn check_ddim_trajectory(config: DdimSchedulerConfig, a: &BTreeMap<String, Array
 
 #[test]
 fn ddim_sampling_matches_diffusers() {
-    let a = read_arrays("schedulers.safetensors");
-    let cases: SchedulerCases = read_json("schedulers.json");
+    let a = fixtures().arrays("schedulers.safetensors");
+    let cases: SchedulerCases = fixtures().json("schedulers.json");
     check_ddim_trajectory(DdimSchedulerConfig::default(), &a, "ddim", &cases.ddim_timesteps);
     // Every other branch: linear betas, clean-sample prediction, no clipping, ᾱ_prev = ᾱ_0, offset 1.
     let variant = DdimSchedulerConfig {

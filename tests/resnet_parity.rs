@@ -4,33 +4,19 @@
 //! tensor names and shapes.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
 use burn::module::Module;
-use burn::tensor::Device;
 use glue::resnet::{ResNetEncoder, ResNetEncoderConfig};
 use serde::Deserialize;
 
 mod common;
-use common::{Array, max_abs_err};
+use common::{Fixtures, device, max_abs_err};
 
 /// Max abs error allowed against LeRobot's output.
 const TOL: f32 = 1e-4;
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/resnet")
-}
-
-fn device() -> Device {
-    Device::flex()
-}
-
-fn read_arrays(name: &str) -> BTreeMap<String, Array> {
-    common::read_arrays(&fixtures().join(name))
-}
-
-fn read_json<T: for<'de> Deserialize<'de>>(name: &str) -> T {
-    common::read_json(&fixtures().join(name))
+fn fixtures() -> Fixtures {
+    Fixtures::new("resnet")
 }
 
 #[derive(Deserialize)]
@@ -40,9 +26,9 @@ struct Case {
 }
 
 fn load_fixture_encoder() -> (ResNetEncoder, Case) {
-    let case: Case = read_json("encoder_w16.json");
+    let case: Case = fixtures().json("encoder_w16.json");
     let model =
-        ResNetEncoder::load_lerobot(&case.config, &fixtures().join("encoder_w16.safetensors"), &case.prefix, &device())
+        ResNetEncoder::load_lerobot(&case.config, &fixtures().path("encoder_w16.safetensors"), &case.prefix, &device())
             .unwrap();
     (model, case)
 }
@@ -51,7 +37,7 @@ fn load_fixture_encoder() -> (ResNetEncoder, Case) {
 fn encoder_matches_lerobot() {
     let (model, case) = load_fixture_encoder();
     assert_eq!(case.config.feature_dim(), 64);
-    let io = read_arrays("io.safetensors");
+    let io = fixtures().arrays("io.safetensors");
     // a: the size LeRobot's encoder was built for (2x3 feature map); b: another size (3x4), which LeRobot
     // needs a second encoder for and which here is the same model.
     for case in ["a", "b"] {
@@ -71,7 +57,7 @@ fn full_width_layout_is_lerobots() {
         tensors: BTreeMap<String, Vec<usize>>,
         num_params: usize,
     }
-    let full: FullWidth = read_json("full_width.json");
+    let full: FullWidth = fixtures().json("full_width.json");
     assert_eq!(full.config, ResNetEncoderConfig::default(), "LeRobot's defaults are ours");
     let mut theirs = full.tensors;
     assert_eq!(theirs.remove("pool.pos_grid"), Some(vec![6, 2]), "the 64x96 image gives a 2x3 feature map");
@@ -83,8 +69,8 @@ fn full_width_layout_is_lerobots() {
 
 #[test]
 fn wrong_shape_names_tensor_and_both_shapes() {
-    let case: Case = read_json("encoder_w16.json");
-    let path = fixtures().join("encoder_w16.safetensors");
+    let case: Case = fixtures().json("encoder_w16.json");
+    let path = fixtures().path("encoder_w16.safetensors");
     for (config, tensor, checkpoint, model) in [
         (
             ResNetEncoderConfig { spatial_softmax_num_keypoints: 16, ..case.config.clone() },
@@ -109,8 +95,8 @@ fn wrong_shape_names_tensor_and_both_shapes() {
 
 #[test]
 fn truncated_checkpoint_names_the_missing_tensor() {
-    let case: Case = read_json("encoder_w16.json");
-    let path = fixtures().join("head_only.safetensors");
+    let case: Case = fixtures().json("encoder_w16.json");
+    let path = fixtures().path("head_only.safetensors");
     let msg = format!("{:#}", ResNetEncoder::load_lerobot(&case.config, &path, &case.prefix, &device()).unwrap_err());
     println!("{msg}");
     assert!(msg.contains("diffusion.rgb_encoder.backbone.0.weight") && msg.contains("missing"), "{msg}");
@@ -118,12 +104,12 @@ fn truncated_checkpoint_names_the_missing_tensor() {
 
 #[test]
 fn wrong_prefix_and_missing_file_are_errors() {
-    let case: Case = read_json("encoder_w16.json");
-    let path = fixtures().join("encoder_w16.safetensors");
+    let case: Case = fixtures().json("encoder_w16.json");
+    let path = fixtures().path("encoder_w16.safetensors");
     // With an empty prefix, the policy-level names are all unknown.
     let msg = format!("{:#}", ResNetEncoder::load_lerobot(&case.config, &path, "", &device()).unwrap_err());
     assert!(msg.contains("tensor `backbone.0.weight` is missing"), "{msg}");
-    let missing = fixtures().join("no_such_checkpoint.safetensors");
+    let missing = fixtures().path("no_such_checkpoint.safetensors");
     let err = ResNetEncoder::load_lerobot(&case.config, &missing, &case.prefix, &device()).unwrap_err();
     let msg = format!("{err:#}");
     assert!(msg.contains(&missing.display().to_string()), "{msg}");

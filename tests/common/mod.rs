@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use burn::store::{ModuleStore, SafetensorsStore, bridge};
 use burn::tensor::{Device, Tensor, TensorData};
@@ -25,6 +25,32 @@ impl Array {
     pub fn index(&self, i: usize) -> Array {
         let len: usize = self.shape[1..].iter().product();
         Array { values: self.values[i * len..(i + 1) * len].to_vec(), shape: self.shape[1..].to_vec() }
+    }
+}
+
+/// The CPU backend the parity tests run on.
+pub fn device() -> Device {
+    Device::flex()
+}
+
+/// A fixture folder, `tests/fixtures/NAME`, as its `make_NAME.py` script writes it.
+pub struct Fixtures(PathBuf);
+
+impl Fixtures {
+    pub fn new(name: &str) -> Self {
+        Self(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name))
+    }
+
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.0.join(file)
+    }
+
+    pub fn arrays(&self, file: &str) -> BTreeMap<String, Array> {
+        read_arrays(&self.path(file))
+    }
+
+    pub fn json<T: for<'de> Deserialize<'de>>(&self, file: &str) -> T {
+        read_json(&self.path(file))
     }
 }
 
