@@ -471,13 +471,8 @@ fn run(mut config: TrainConfig, out: &Path, resume: bool, device: &Device) -> Re
             )
         });
         if let Some(minutes) = config.max_minutes {
-            let spent = started.elapsed().as_secs_f64();
-            // The pace of the latest epoch: a process's first epoch also pays for kernel compilation and
-            // autotuning on GPUs, so an early estimate is pessimistic and may be revised upwards again (never
-            // past the epochs asked for).
-            let pace = epoch_start.elapsed().as_secs_f64();
-            let fit = ((minutes * 60.0 - spent) / pace).floor().max(0.0) as usize;
-            let epochs = (epoch + 1 + fit).min(requested_epochs);
+            let (spent, pace) = (started.elapsed().as_secs_f64(), epoch_start.elapsed().as_secs_f64());
+            let epochs = epochs_within_budget(requested_epochs, epoch + 1, minutes * 60.0 - spent, pace);
             if epochs != config.epochs {
                 config.epochs = epochs;
                 total_steps = steps_per_epoch * config.epochs;
@@ -517,6 +512,15 @@ fn run(mut config: TrainConfig, out: &Path, resume: bool, device: &Device) -> Re
     };
     std::fs::write(out.join("metrics.json"), serde_json::to_string_pretty(&report)?)?;
     Ok(report)
+}
+
+/// The run's length under a time budget, after `done` epochs with `left_s` seconds of it left: the epochs that
+/// still fit at `pace_s` per epoch, the latest epoch's time, never more than `requested`. The latest epoch rather
+/// than the mean: a process's first epoch also pays for kernel compilation and autotuning on GPUs, and an estimate
+/// made then must be revised upwards again once the epochs run at their real pace.
+fn epochs_within_budget(requested: usize, done: usize, left_s: f64, pace_s: f64) -> usize {
+    let fit = (left_s / pace_s).floor().max(0.0) as usize;
+    (done + fit).min(requested).max(done)
 }
 
 /// AdamW with the run's settings (Diffusion Policy's betas 0.95 / 0.999, eps 1e-8).
@@ -619,4 +623,21 @@ fn write_metrics(out: &Path, history: &[EpochRow]) -> Result<()> {
         log_y: true,
     };
     chart.save_png(&out.join("loss.png"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::epochs_within_budget;
+
+    #[test]
+    fn a_slow_first_epoch_shortens_the_run_and_later_epochs_lengthen_it_again() {
+        // 10 minutes, 100 epochs asked for. A first epoch of 143 s (GPU warm-up) leaves 457 s: 3 more fit.
+        assert_eq!(epochs_within_budget(100, 1, 600.0 - 143.0, 143.0), 4);
+        // The second epoch takes 12 s: 445 s left, 37 more fit.
+        assert_eq!(epochs_within_budget(100, 2, 600.0 - 155.0, 12.0), 39);
+        // Fast epochs never lengthen the run past what was asked for.
+        assert_eq!(epochs_within_budget(20, 2, 445.0, 1.0), 20);
+        // Out of time: the run ends with the epoch just done, never before it.
+        assert_eq!(epochs_within_budget(100, 7, -30.0, 12.0), 7);
+    }
 }
