@@ -18,9 +18,9 @@ use crate::track::{KltConfig, KltTracker};
 use crate::vit::GridEncoder;
 
 /// Keypoints of one first frame: `queries` grounded by `grounder`, then `k` keypoints (all visible) on the objects
-/// in view (repeated when the objects show fewer than `k` pixels). When no queried object is in view (fully occluded, say) there is nothing to extract: `k` keypoints at
-/// the image centre marked invisible, whose key patches the policy zeroes (sec. III-C), for the whole episode (see
-/// [`EpisodeTracks`]).
+/// in view (repeated when the objects show fewer than `k` pixels). When no queried object is in view (fully
+/// occluded, say) there is nothing to extract: `k` keypoints at the image centre marked invisible, whose key
+/// patches the policy zeroes (sec. III-C), for the whole episode (see [`EpisodeTracks`]).
 pub fn first_frame_keypoints(
     grounder: &dyn Grounder,
     encoder: &GridEncoder,
@@ -144,11 +144,12 @@ mod tests {
     fn an_episode_without_its_objects_in_view_keeps_invisible_keypoints() {
         let device = Device::flex();
         let encoder = GridEncoder::load(Path::new(crate::pretrain::SMALL_LOCAL_ENCODER), 2, &device).unwrap();
-        let objects = vec![ObjectInfo { name: "red button".into(), instance: 4 }];
+        // A 32x24 frame whose segmentation holds the button (instance 4) where `seg` says.
+        let grounder = |seg: Vec<u8>| OracleGrounder::new(vec![ObjectInfo { name: "red button".into(), instance: 4 }], 32, 24, seg).unwrap();
         // The button is nowhere in the segmentation: fully occluded on the first frame.
-        let grounder = OracleGrounder::new(objects, 32, 24, vec![1; 32 * 24]).unwrap();
+        let grounder_none = grounder(vec![1; 32 * 24]);
         let image = RgbImage::from_pixel(32, 24, image::Rgb([90, 120, 150]));
-        let init = first_frame_keypoints(&grounder, &encoder, &image, &["red button".into()], 5, 0, &device).unwrap();
+        let init = first_frame_keypoints(&grounder_none, &encoder, &image, &["red button".into()], 5, 0, &device).unwrap();
         assert_eq!(init, vec![[16.0, 12.0, 0.0]; 5]);
         let mut tracks = EpisodeTracks::start(&image, &init).unwrap();
         assert!(matches!(tracks, EpisodeTracks::Unseen(_)));
@@ -156,17 +157,13 @@ mod tests {
         // With the object in view the same call tracks visible keypoints.
         let mut seg = vec![1u8; 32 * 24];
         seg[10 * 32..14 * 32].iter_mut().for_each(|v| *v = 4);
-        let objects = vec![ObjectInfo { name: "red button".into(), instance: 4 }];
-        let grounder = OracleGrounder::new(objects, 32, 24, seg).unwrap();
-        let init = first_frame_keypoints(&grounder, &encoder, &image, &["red button".into()], 5, 0, &device).unwrap();
+        let init = first_frame_keypoints(&grounder(seg), &encoder, &image, &["red button".into()], 5, 0, &device).unwrap();
         assert!(init.iter().all(|p| p[2] == 1.0 && (10.0..14.0).contains(&p[1])), "{init:?}");
         assert!(matches!(EpisodeTracks::start(&image, &init).unwrap(), EpisodeTracks::Tracked(_)));
         // Three pixels in view and five keypoints asked for: the three, then two of them again.
         let mut seg = vec![1u8; 32 * 24];
         seg[5 * 32 + 7..5 * 32 + 10].iter_mut().for_each(|v| *v = 4);
-        let objects = vec![ObjectInfo { name: "red button".into(), instance: 4 }];
-        let grounder = OracleGrounder::new(objects, 32, 24, seg).unwrap();
-        let init = first_frame_keypoints(&grounder, &encoder, &image, &["red button".into()], 5, 0, &device).unwrap();
+        let init = first_frame_keypoints(&grounder(seg), &encoder, &image, &["red button".into()], 5, 0, &device).unwrap();
         assert_eq!(init.len(), 5);
         assert_eq!((init[3], init[4]), (init[0], init[1]));
         assert!(init.iter().all(|p| p[1] == 5.5 && (7.0..10.0).contains(&p[0])), "{init:?}");

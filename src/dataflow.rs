@@ -44,9 +44,10 @@ impl Graph {
         let env = match (start..end).find(|&i| self.lines[i].trim() == "env:") {
             Some(i) => i,
             None => {
-                self.lines.insert(end, format!("{}env:", " ".repeat(field)));
+                let env = end;
+                self.lines.insert(env, format!("{}env:", " ".repeat(field)));
                 end += 1;
-                end - 1
+                env
             }
         };
         let in_env = (env + 1..end).take_while(|&i| indent(&self.lines[i]) > field || self.lines[i].trim().is_empty());
@@ -58,14 +59,17 @@ impl Graph {
         Ok(())
     }
 
-    /// Points every `path: target/release/NAME` at `dir/NAME`.
-    pub fn set_binaries(&mut self, dir: &Path) {
+    /// Points every `path: target/release/NAME` at `dir/NAME`, which must exist.
+    pub fn set_binaries(&mut self, dir: &Path) -> Result<()> {
         for line in &mut self.lines {
             if let Some(name) = line.trim_start().strip_prefix("path: target/release/") {
+                let binary = std::path::absolute(dir.join(name))?;
+                ensure!(binary.is_file(), "node binary {} is missing: build the nodes first (cargo build --release --workspace)", binary.display());
                 let indent = line.len() - line.trim_start().len();
-                *line = format!("{}path: {}", " ".repeat(indent), dir.join(name).display());
+                *line = format!("{}path: {}", " ".repeat(indent), binary.display());
             }
         }
+        Ok(())
     }
 
     pub fn write(&self, path: &Path) -> Result<()> {
@@ -184,11 +188,18 @@ mod tests {
         g.set_env("sim", "TASK", "stack-block").unwrap();
         g.set_env("sim", "SEED_START", "1000").unwrap();
         g.set_env("policy", "TEMPORAL_ENSEMBLE", "0.01").unwrap();
-        g.set_binaries(Path::new("/opt/bin"));
+        let bin = std::env::temp_dir().join(format!("glue-graph-test-{}", std::process::id()));
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::write(bin.join("glue-sim"), "").unwrap();
+        let missing = g.clone().set_binaries(&bin).unwrap_err().to_string();
+        assert!(missing.contains("glue-policy is missing"), "{missing}");
+        std::fs::write(bin.join("glue-policy"), "").unwrap();
+        g.set_binaries(&bin).unwrap();
+        std::fs::remove_dir_all(&bin).ok();
         let text = g.lines.join("\n");
         assert_eq!(
             text,
-            "nodes:\n  - id: sim\n    path: /opt/bin/glue-sim\n    env:\n      TASK: \"stack-block\"\n      EPISODES: \"10\"\n      SEED_START: \"1000\"\n\n  - id: policy\n    path: /opt/bin/glue-policy\n    outputs: [action]\n    env:\n      TEMPORAL_ENSEMBLE: \"0.01\""
+            format!("nodes:\n  - id: sim\n    path: {0}/glue-sim\n    env:\n      TASK: \"stack-block\"\n      EPISODES: \"10\"\n      SEED_START: \"1000\"\n\n  - id: policy\n    path: {0}/glue-policy\n    outputs: [action]\n    env:\n      TEMPORAL_ENSEMBLE: \"0.01\"", bin.display())
         );
         assert!(g.set_env("camera", "FPS", "30").unwrap_err().to_string().contains("no node `camera`"));
     }

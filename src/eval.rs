@@ -135,9 +135,14 @@ impl StageTimes {
         ]
     }
 
+    /// The whole chain's time per tick.
+    pub fn total(&self) -> f64 {
+        self.rows().iter().map(|r| r.1).sum()
+    }
+
     /// A table of each node's mean time per tick and share of the loop, and the loop rate it allows.
     pub fn table(&self) -> String {
-        let total: f64 = self.rows().iter().map(|r| r.1).sum();
+        let total = self.total();
         let mut out = format!("{:<10} {:>12} {:>8}\n", "node", "ms / tick", "share");
         for (node, ms) in self.rows() {
             out += &format!("{node:<10} {ms:>12.2} {:>7.1}%\n", 100.0 * ms / total.max(f64::MIN_POSITIVE));
@@ -378,9 +383,8 @@ pub fn evaluate(config: &EvalConfig, out: &Path, device: &Device) -> Result<Eval
             let result = EpisodeResult { seed: e.spec.seed, success, ticks: e.sim.frame(), invalid_actions: e.invalid };
             eprintln!("episode {} (seed {}): {} in {} ticks", e.index, e.spec.seed, if success { "success" } else { "failure" }, result.ticks);
             if let Some(dir) = &config.video {
-                let name = format!("{}-{}-seed{:06}.gif", config.task.name(), config.condition.variant.name(), e.spec.seed);
                 std::fs::create_dir_all(dir)?;
-                crate::viz::save_gif(e.frames.into_iter().map(Ok), 10, &dir.join(name))?;
+                crate::viz::save_gif(e.frames.into_iter().map(Ok), 10, &dir.join(video_name(config, e.spec.seed)))?;
             }
             results.push(result);
         }
@@ -399,6 +403,11 @@ pub fn evaluate(config: &EvalConfig, out: &Path, device: &Device) -> Result<Eval
         stages: stages.scaled(1.0 / episode_ticks.max(1) as f64),
     };
     write_report(config, policy.config.policy.name(), results, latency, out)
+}
+
+/// The GIF of the episode with scene seed `seed`.
+fn video_name(config: &EvalConfig, seed: u64) -> String {
+    format!("{}-{}-seed{seed:06}.gif", config.task.name(), config.condition.variant.name())
 }
 
 /// `eval.json` for `results`.
@@ -456,7 +465,7 @@ pub fn evaluate_in_dataflow(config: &EvalConfig, out: &Path, setup: &DataflowSet
     let out = absolute(out, "--out")?;
     let recordings = out.join("episodes");
     let mut graph = Graph::read(&setup.graph)?;
-    graph.set_binaries(&absolute(&setup.binaries, "the node binaries' folder")?);
+    graph.set_binaries(&setup.binaries)?;
     let path = |p: &Path, what: &str| Ok::<_, eyre::Report>(absolute(p, what)?.display().to_string());
     let checkpoint = path(&config.checkpoint, "--checkpoint")?;
     let settings = [
@@ -514,9 +523,8 @@ pub fn evaluate_in_dataflow(config: &EvalConfig, out: &Path, setup: &DataflowSet
         };
         eprintln!("episode {} (seed {}): {} in {} ticks", episode.info.episode, result.seed, if result.success { "success" } else { "failure" }, result.ticks);
         if let Some(dir) = &config.video {
-            let name = format!("{}-{}-seed{:06}.gif", config.task.name(), config.condition.variant.name(), result.seed);
             std::fs::create_dir_all(dir)?;
-            crate::viz::render_episode_gif(episode, &dir.join(name), &crate::viz::GifOptions { keypoints: true, ..Default::default() })?;
+            crate::viz::render_episode_gif(episode, &dir.join(video_name(config, result.seed)), &crate::viz::GifOptions { keypoints: true, ..Default::default() })?;
         }
         results.push(result);
     }
@@ -535,7 +543,7 @@ pub fn evaluate_in_dataflow(config: &EvalConfig, out: &Path, setup: &DataflowSet
     let latency = Latency {
         chunk_mean_ms: chunks.1,
         chunk_p95_ms: chunks.2,
-        tick_mean_ms: stages.sim_ms + stages.grounding_ms + stages.tracker_ms + stages.encoder_ms + stages.policy_ms,
+        tick_mean_ms: stages.total(),
         tick_p95_ms: sim.2 + tracker.2 + encoder.2 + step.2,
         stages,
     };

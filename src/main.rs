@@ -674,6 +674,7 @@ fn run(cli: Cli) -> eyre::Result<bool> {
                 temporal_ensemble,
             };
             let report = if dataflow {
+                eyre::ensure!(device == DeviceKind::Cpu, "--device {device:?}: the graph's nodes run on the CPU; --device is for the in-process evaluation");
                 let exe = std::env::current_exe()?;
                 let binaries = exe.parent().ok_or_else(|| eyre::eyre!("cannot locate the node binaries beside {}", exe.display()))?;
                 let setup = glue::eval::DataflowSetup { graph, dora: glue::dataflow::dora_command(), binaries: binaries.to_path_buf() };

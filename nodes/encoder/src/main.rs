@@ -1,8 +1,8 @@
 //! `encoder` node: observation -> the policy's global condition, every frame (paper sec. III-C, eq. 3).
 //!
 //! Settings: `CHECKPOINT` (a checkpoint folder, see `glue::policy::checkpoint`; `--device` is the CPU here).
-//! Inputs: `episode` (a newer episode, announced by its start or by its first frame, resets the condition history), `image`, `robot_state`, and for GLUE `keypoints`
-//! (`[N, 3]` tracks: the tracker's, or the simulator's `oracle_tracks`). Inputs of one frame may arrive in any
+//! Inputs: `episode` (a newer episode, announced by its start or by its first frame, resets the condition
+//! history), `image`, `robot_state`, and for GLUE `keypoints` (`[N, 3]` tracks: the tracker's, or the simulator's `oracle_tracks`). Inputs of one frame may arrive in any
 //! order: they are joined by the header's (episode, frame).
 //! Output: `condition` (`[n_obs_steps · step_dim]`) with the header of the frame it ends at. At the end of the run
 //! the node prints its per-frame latency (mean, p95).

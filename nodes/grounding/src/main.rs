@@ -2,10 +2,11 @@
 //!
 //! Inputs: `episode` (the start event carries the text queries and the task objects), `image` and `segmentation`
 //! (the simulator's instance ids, which the oracle grounder turns into masks; a detector + segmenter would need
-//! only the image). On the first frame of each episode it emits `keypoints_init` (`[k, 3]`, all visible; all invisible at the image centre when no queried object is in view) with that
-//! frame's header; later frames are ignored. Settings: `WEIGHTS` (the frozen local encoder, a HF CLIP folder;
-//! default `checkpoints/local-vit-small`), `K` (keypoints, default 15), `SEED` (K-means, default 0). At the end of
-//! the run it prints its latency per episode (mean, p95).
+//! only the image). On the first frame of each episode it emits `keypoints_init` (`[k, 3]`, all visible; all
+//! invisible at the image centre when no queried object is in view) with that frame's header; later frames are
+//! ignored. Settings: `WEIGHTS` (the frozen local encoder, a HF CLIP folder; default `checkpoints/local-vit-small`),
+//! `K` (keypoints, default 15), `SEED` (K-means, default 0). At the end of the run it prints its latency per
+//! episode (mean, p95).
 
 use std::collections::BTreeMap;
 use std::time::Instant;

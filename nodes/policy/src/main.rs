@@ -4,7 +4,8 @@
 //! `CONTROL_HZ` (default 10), `MAX_LAG_MS` (planned actions more overdue than this are dropped; default 50),
 //! `TEMPORAL_ENSEMBLE` (ACT's coefficient `m`, e.g. 0.01: a chunk every tick, overlapping predictions averaged;
 //! empty or unset: execute each chunk's `n_action_steps` actions).
-//! Inputs: `condition` (from `encoder`), `robot_state` (for the hold command), `episode` (a newer episode, announced by its start or its first condition, clears the plan).
+//! Inputs: `condition` (from `encoder`), `robot_state` (for the hold command), `episode` (a newer episode,
+//! announced by its start or its first condition, clears the plan).
 //! Outputs: `action_chunk` (each newly sampled chunk, `[n_action_steps, 8]`) and `action` for every condition's
 //! frame. Scheduling is `glue::policy::runtime::ActionQueue`; every command passes `safe_action` first, and when a
 //! command cannot be made valid the node sends a hold at the measured pose instead: invalid data never moves the
