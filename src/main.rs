@@ -412,6 +412,10 @@ struct TrainArgs {
     /// Initialise the global ViT from a HF CLIP folder (glue, glue-s).
     #[arg(long)]
     global_init: Option<PathBuf>,
+    /// Start from the weights of a checkpoint folder (same --policy and --config): fine-tuning, or continuing a
+    /// run elsewhere without its optimiser state.
+    #[arg(long, conflicts_with_all = ["resume", "global_init"])]
+    init: Option<PathBuf>,
     #[arg(long)]
     epochs: Option<usize>,
     #[arg(long)]
@@ -464,6 +468,7 @@ fn train_config(args: &TrainArgs) -> TrainConfig {
         });
     }
     config.global_init = args.global_init.clone();
+    config.init = args.init.clone();
     config.epochs = args.epochs.unwrap_or(config.epochs);
     config.batch_size = args.batch_size.unwrap_or(config.batch_size);
     config.lr = args.lr.unwrap_or(config.lr);

@@ -1,6 +1,6 @@
 //! `glue train` end to end on the shipped stack-block recording: a run resumes exactly where it stopped, the loss
 //! goes down, every policy's checkpoint loads and acts, a NaN loss stops the run and keeps the last good
-//! checkpoint, and GLUE without keypoint tracks is refused with a message that says what is missing.
+//! checkpoint, `--init` starts from a checkpoint's weights, and GLUE without keypoint tracks is refused with a message that says what is missing.
 
 use std::path::{Path, PathBuf};
 
@@ -210,6 +210,46 @@ fn a_nan_loss_stops_the_run_and_keeps_the_last_checkpoint() {
     assert!(err.contains("loss became") && err.contains("last good checkpoint"), "{err}");
     assert_eq!(std::fs::read(&weights).unwrap(), before, "the last checkpoint must be untouched");
     Policy::load(&run.0.join("last"), &device).unwrap();
+}
+
+/// The f16 tensors of a checkpoint by name, as bit patterns with -0 read as +0 (the header's metadata map is
+/// written in no fixed order, so whole files are not compared; a zero weight may come back as -0).
+fn tensors(path: &Path) -> std::collections::BTreeMap<String, Vec<u16>> {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let data = &bytes[8 + n..];
+    header
+        .into_iter()
+        .filter(|(name, _)| name != "__metadata__")
+        .map(|(name, info)| {
+            let offsets: Vec<usize> = serde_json::from_value(info["data_offsets"].clone()).unwrap();
+            let bits = data[offsets[0]..offsets[1]].chunks(2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+            (name, bits.map(|b| if b == 0x8000 { 0 } else { b }).collect())
+        })
+        .collect()
+}
+
+#[test]
+fn init_starts_a_run_from_a_checkpoints_weights() {
+    let _serial = serial();
+    let (first, second) = (Scratch::new("init-from"), Scratch::new("init-to"));
+    let device = Device::flex();
+    train(config(PolicyKind::Dp, 1), &first.0, &device).unwrap();
+    // With a zero learning rate the weights never move, so the new run's checkpoint (EMA of constant weights) holds
+    // exactly the weights it started from; a fresh initialisation would not.
+    let mut c = config(PolicyKind::Dp, 1);
+    c.init = Some(first.0.join("last"));
+    c.lr = 0.0;
+    train(c, &second.0, &device).unwrap();
+    let (a, b) = (tensors(&first.0.join("last/model.safetensors")), tensors(&second.0.join("last/model.safetensors")));
+    assert!(a.len() > 100, "{} tensors", a.len());
+    assert!(a == b, "the run did not start from --init's weights");
+    // Another policy's checkpoint is refused before training, naming both.
+    let mut c = config(PolicyKind::GlueS, 1);
+    c.init = Some(first.0.join("last"));
+    let err = format!("{:#}", train(c, &second.0.join("mismatch"), &device).unwrap_err());
+    assert!(err.contains("--init") && err.contains("dp") && err.contains("glue-s"), "{err}");
 }
 
 #[test]

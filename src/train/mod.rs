@@ -47,6 +47,10 @@ pub struct TrainConfig {
     pub local_encoder: Option<PathBuf>,
     /// Optional HF CLIP folder initialising the global ViT (the paper fine-tunes CLIP ViT-B/16).
     pub global_init: Option<PathBuf>,
+    /// Optional checkpoint folder ([`crate::policy::checkpoint`]) whose weights start the run: fine-tuning, or
+    /// continuing a run on another machine without its optimiser state (AdamW and the EMA start afresh).
+    #[serde(default)]
+    pub init: Option<PathBuf>,
     pub epochs: usize,
     pub batch_size: usize,
     /// Peak learning rate (Diffusion Policy: 1e-4).
@@ -86,6 +90,7 @@ impl TrainConfig {
             data,
             local_encoder: None,
             global_init: None,
+            init: None,
             epochs: 100,
             batch_size: 32,
             lr: 1e-4,
@@ -287,6 +292,24 @@ pub struct ResumeOverrides {
     pub max_minutes: Option<f64>,
 }
 
+/// Loads the weights of the checkpoint folder `dir` into `net`, whose policy must be the checkpoint's.
+fn init_from_checkpoint(net: PolicyNet, policy: &PolicyConfig, dir: &Path) -> Result<PolicyNet> {
+    let path = dir.join(POLICY_JSON);
+    let text = std::fs::read_to_string(&path).wrap_err_with(|| format!("--init: cannot read {}", path.display()))?;
+    let saved: PolicyConfig = serde_json::from_str(&text).wrap_err_with(|| format!("--init: bad {}", path.display()))?;
+    ensure!(
+        &saved == policy,
+        "--init: {} holds a different policy ({} {:?}) than this run ({} {:?}); pass the same --policy, --config and \
+         --n-obs-steps",
+        dir.display(),
+        saved.policy.name(),
+        saved.size,
+        policy.policy.name(),
+        policy.size
+    );
+    load_into(net, &dir.join(MODEL_SAFETENSORS))
+}
+
 /// Trains `config` into the new run folder `out`.
 pub fn train(config: TrainConfig, out: &Path, device: &Device) -> Result<TrainReport> {
     ensure!(
@@ -390,6 +413,10 @@ fn run(mut config: TrainConfig, out: &Path, resume: bool, device: &Device) -> Re
                 }
                 Encoder::Dp(_) => bail!("--global-init applies to glue and glue-s, not dp"),
             };
+        }
+        if let Some(dir) = &config.init {
+            net = init_from_checkpoint(net, &config.policy, dir)?;
+            eprintln!("weights from {}", dir.display());
         }
         let ema = Ema::new(&net, config.ema_power, config.ema_max_decay);
         (net, ema, adamw(&config), Progress::default())
