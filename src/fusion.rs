@@ -13,8 +13,11 @@
 //!
 //! Choices the paper leaves open, made here:
 //! * **Heads:** 8 by default (`heads`); `d_head = global_dim / heads`.
-//! * **Positional encodings:** learnable, one per global patch position and one per cell of the local grid
-//!   (so a key patch carries *where* it is, which the paper's 28x28 indexing implies), initialised N(0, 0.02).
+//! * **Positional encodings:** learnable for the global patch positions, initialised N(0, 0.02). For the key
+//!   patches (so a key patch carries *where* it is, which the paper's 28x28 indexing implies) either learnable, one
+//!   per cell of the local grid ([`LocalPos::Learned`]), or the fixed 2-D sine-cosine encoding of the cell
+//!   ([`LocalPos::SinCos`], MAE's `get_2d_sincos_pos_embed`): a learned table only learns the cells that
+//!   demonstrations visit, the fixed one is smooth in position and generalises to cells never seen in training.
 //! * **Occlusion:** an invisible key patch's *feature* is zeroed as the paper says, but its positional encoding is
 //!   kept, and no attention mask is used: the policy sees "something was here, unseen". Every key patch is
 //!   attended to, visible or not.
@@ -42,12 +45,54 @@ pub struct FusionConfig {
     pub out_dim: usize,
     /// Robot state size (7 joint angles).
     pub state_dim: usize,
+    /// The key patches' positional encoding (checkpoints without this field used [`LocalPos::Learned`]).
+    #[serde(default)]
+    pub local_pos: LocalPos,
+}
+
+/// How a key patch's grid cell is encoded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum LocalPos {
+    /// One learnable vector per cell.
+    #[default]
+    Learned,
+    /// The fixed 2-D sine-cosine encoding of the cell's row and column (no parameters).
+    SinCos,
+}
+
+/// MAE's 2-D sine-cosine table (`get_2d_sincos_pos_embed` in facebookresearch/mae `util/pos_embed.py`):
+/// `[grid * grid, dim]`, row-major cells; the first half of each vector encodes the column, the second the row,
+/// each as `[sin(p w_i), cos(p w_i)]` with `w_i = 10000^(-i / (dim / 4))`. `dim` must be a multiple of 4.
+pub fn sincos_table(grid: usize, dim: usize) -> Vec<f32> {
+    assert!(dim % 4 == 0, "sincos_table: dim {dim} is not a multiple of 4");
+    let quarter = dim / 4;
+    let mut table = Vec::with_capacity(grid * grid * dim);
+    for row in 0..grid {
+        for col in 0..grid {
+            for p in [col, row] {
+                let angles: Vec<f64> = (0..quarter).map(|i| p as f64 * 10000f64.powf(-(i as f64) / quarter as f64)).collect();
+                table.extend(angles.iter().map(|a| a.sin() as f32));
+                table.extend(angles.iter().map(|a| a.cos() as f32));
+            }
+        }
+    }
+    table
 }
 
 impl FusionConfig {
     /// The paper's sizes: ViT-B/16 global and local encoders, 28x28 grid, `W` of 1031.
     pub fn full() -> Self {
-        FusionConfig { global_dim: 768, global_patches: 196, local_dim: 768, grid: 28, heads: 8, out_dim: 256, state_dim: 7 }
+        FusionConfig {
+            global_dim: 768,
+            global_patches: 196,
+            local_dim: 768,
+            grid: 28,
+            heads: 8,
+            out_dim: 256,
+            state_dim: 7,
+            local_pos: LocalPos::Learned,
+        }
     }
 
     /// Size of the condition vector `W`.
@@ -60,7 +105,10 @@ impl FusionConfig {
         let pos = Initializer::Normal { mean: 0.0, std: 0.02 };
         Fusion {
             global_pos: pos.init([self.global_patches, self.global_dim], device),
-            local_pos: pos.init([self.grid * self.grid, self.local_dim], device),
+            local_pos: match self.local_pos {
+                LocalPos::Learned => Some(pos.init([self.grid * self.grid, self.local_dim], device)),
+                LocalPos::SinCos => None,
+            },
             attention: CrossAttentionConfig::new(self.global_dim, self.local_dim, self.heads, self.heads, self.global_dim / self.heads)
                 .with_dropout(0.0)
                 .init(device),
@@ -74,7 +122,8 @@ impl FusionConfig {
 #[derive(Module, Debug)]
 pub struct Fusion {
     global_pos: Param<Tensor<2>>,
-    local_pos: Param<Tensor<2>>,
+    /// `None`: the fixed sine-cosine encoding ([`LocalPos::SinCos`]).
+    local_pos: Option<Param<Tensor<2>>>,
     attention: CrossAttention,
     proj: Linear,
     grid: usize,
@@ -129,7 +178,12 @@ impl Fusion {
     pub fn distill(&self, global_patches: Tensor<3>, key: &KeyPatches) -> Tensor<2> {
         let [batch, n, local_dim] = key.features.dims();
         let query = global_patches + self.global_pos.val().unsqueeze_dim(0);
-        let cell_pos = self.local_pos.val().select(0, key.cells.clone().reshape([batch * n])).reshape([batch, n, local_dim]);
+        let device = key.features.device();
+        let table = match &self.local_pos {
+            Some(learned) => learned.val(),
+            None => Tensor::from_data(TensorData::new(sincos_table(self.grid, local_dim), [self.grid * self.grid, local_dim]), &device),
+        };
+        let cell_pos = table.select(0, key.cells.clone().reshape([batch * n])).reshape([batch, n, local_dim]);
         let context = key.features.clone() + cell_pos;
         let attended = self.attention.forward(query, context, None);
         self.proj.forward(attended).mean_dim(1).squeeze_dim(1)
@@ -152,7 +206,39 @@ mod tests {
     use super::*;
 
     fn small() -> FusionConfig {
-        FusionConfig { global_dim: 32, global_patches: 16, local_dim: 24, grid: 8, heads: 4, out_dim: 16, state_dim: 7 }
+        FusionConfig { global_dim: 32, global_patches: 16, local_dim: 24, grid: 8, heads: 4, out_dim: 16, state_dim: 7, local_pos: LocalPos::Learned }
+    }
+
+    #[test]
+    fn sincos_table_matches_maes_layout() {
+        let (grid, dim) = (4, 8);
+        let t = sincos_table(grid, dim);
+        assert_eq!(t.len(), grid * grid * dim);
+        // Cell (row 0, col 0): sin 0 = 0, cos 0 = 1 in both halves.
+        assert_eq!(&t[..dim], &[0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0]);
+        // Cell (row 2, col 1): column half [sin 1, sin 0.01, cos 1, cos 0.01], row half with p = 2.
+        let c = &t[(2 * grid + 1) * dim..(2 * grid + 2) * dim];
+        let want = [1f64.sin(), 0.01f64.sin(), 1f64.cos(), 0.01f64.cos(), 2f64.sin(), 0.02f64.sin(), 2f64.cos(), 0.02f64.cos()];
+        for (a, b) in c.iter().zip(want) {
+            assert!((f64::from(*a) - b).abs() < 1e-6, "{c:?} vs {want:?}");
+        }
+    }
+
+    /// With the fixed encoding the head has no cell table to learn, and a key patch's cell still changes the output.
+    #[test]
+    fn sincos_fusion_has_no_cell_parameters_and_sees_position() {
+        let device = Device::flex();
+        let learned = small().init(&device);
+        let fixed = FusionConfig { local_pos: LocalPos::SinCos, ..small() }.init(&device);
+        assert_eq!(learned.num_params() - fixed.num_params(), 8 * 8 * 24);
+        let global = random([1, 16, 32, 1], 7, &device).reshape([1, 16, 32]);
+        let grid = random([1, 8, 8, 24], 8, &device).mul_scalar(0.0);
+        let out = |kp: &Vec<Vec<[f32; 3]>>| {
+            fixed.distill(global.clone(), &select_key_patches(grid.clone(), kp, 64, 64)).into_data().try_to_vec::<f32>().unwrap()
+        };
+        let (a, b) = (out(&vec![vec![[3.0, 5.0, 1.0]]]), out(&vec![vec![[40.0, 20.0, 1.0]]]));
+        let diff: f32 = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).sum();
+        assert!(diff > 1e-4, "zero features at two cells gave the same output: position is lost");
     }
 
     fn random(shape: [usize; 4], seed: u64, device: &Device) -> Tensor<4> {

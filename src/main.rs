@@ -416,6 +416,9 @@ struct TrainArgs {
     /// run elsewhere without its optimiser state.
     #[arg(long, conflicts_with_all = ["resume", "global_init"])]
     init: Option<PathBuf>,
+    /// GLUE: the key patches' positional encoding, learned per cell or the fixed 2-D sine-cosine one.
+    #[arg(long, value_enum)]
+    local_pos: Option<glue::fusion::LocalPos>,
     #[arg(long)]
     epochs: Option<usize>,
     #[arg(long)]
@@ -460,6 +463,9 @@ fn train_config(args: &TrainArgs) -> TrainConfig {
     if let Some(n) = args.n_obs_steps {
         policy.n_obs_steps = n;
         policy.unet.global_cond_dim = n * policy.step_dim();
+    }
+    if let Some(local_pos) = args.local_pos {
+        policy.fusion.local_pos = local_pos;
     }
     let mut config = TrainConfig::new(policy, args.data.clone());
     if kind.uses_key_patches() {

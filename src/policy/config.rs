@@ -114,6 +114,7 @@ impl PolicyConfig {
                     heads: 4,
                     out_dim: 64,
                     state_dim: 7,
+                    local_pos: crate::fusion::LocalPos::Learned,
                 };
                 (vit, fusion, 16, vec![64, 128, 256], 64, 112)
             }

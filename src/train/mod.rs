@@ -292,22 +292,21 @@ pub struct ResumeOverrides {
     pub max_minutes: Option<f64>,
 }
 
-/// Loads the weights of the checkpoint folder `dir` into `net`, whose policy must be the checkpoint's.
+/// Loads the weights of the checkpoint folder `dir` into `net`: the same policy kind, and every parameter of `net`
+/// present in the checkpoint with its shape (a checkpoint's extra tensors, e.g. a learned key-patch position table
+/// when this run uses the fixed one, are left out).
 fn init_from_checkpoint(net: PolicyNet, policy: &PolicyConfig, dir: &Path) -> Result<PolicyNet> {
     let path = dir.join(POLICY_JSON);
     let text = std::fs::read_to_string(&path).wrap_err_with(|| format!("--init: cannot read {}", path.display()))?;
     let saved: PolicyConfig = serde_json::from_str(&text).wrap_err_with(|| format!("--init: bad {}", path.display()))?;
     ensure!(
-        &saved == policy,
-        "--init: {} holds a different policy ({} {:?}) than this run ({} {:?}); pass the same --policy, --config and \
-         --n-obs-steps",
+        saved.policy == policy.policy,
+        "--init: {} holds a {} policy, this run trains {}",
         dir.display(),
         saved.policy.name(),
-        saved.size,
-        policy.policy.name(),
-        policy.size
+        policy.policy.name()
     );
-    load_into(net, &dir.join(MODEL_SAFETENSORS))
+    load_into(net, &dir.join(MODEL_SAFETENSORS)).wrap_err("--init")
 }
 
 /// Trains `config` into the new run folder `out`.
