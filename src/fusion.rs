@@ -109,6 +109,10 @@ impl FusionConfig {
                 LocalPos::Learned => Some(pos.init([self.grid * self.grid, self.local_dim], device)),
                 LocalPos::SinCos => None,
             },
+            sincos: match self.local_pos {
+                LocalPos::Learned => Vec::new(),
+                LocalPos::SinCos => sincos_table(self.grid, self.local_dim),
+            },
             attention: CrossAttentionConfig::new(self.global_dim, self.local_dim, self.heads, self.heads, self.global_dim / self.heads)
                 .with_dropout(0.0)
                 .init(device),
@@ -124,6 +128,9 @@ pub struct Fusion {
     global_pos: Param<Tensor<2>>,
     /// `None`: the fixed sine-cosine encoding ([`LocalPos::SinCos`]).
     local_pos: Option<Param<Tensor<2>>>,
+    /// The fixed table ([`sincos_table`]) when `local_pos` is `None`, built once (empty otherwise).
+    #[module(skip)]
+    sincos: Vec<f32>,
     attention: CrossAttention,
     proj: Linear,
     grid: usize,
@@ -181,7 +188,7 @@ impl Fusion {
         let device = key.features.device();
         let table = match &self.local_pos {
             Some(learned) => learned.val(),
-            None => Tensor::from_data(TensorData::new(sincos_table(self.grid, local_dim), [self.grid * self.grid, local_dim]), &device),
+            None => Tensor::from_data(TensorData::new(self.sincos.clone(), [self.grid * self.grid, local_dim]), &device),
         };
         let cell_pos = table.select(0, key.cells.clone().reshape([batch * n])).reshape([batch, n, local_dim]);
         let context = key.features.clone() + cell_pos;

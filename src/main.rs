@@ -412,8 +412,8 @@ struct TrainArgs {
     /// Initialise the global ViT from a HF CLIP folder (glue, glue-s).
     #[arg(long)]
     global_init: Option<PathBuf>,
-    /// Start from the weights of a checkpoint folder (same --policy and --config): fine-tuning, or continuing a
-    /// run elsewhere without its optimiser state.
+    /// Start from the weights of a checkpoint folder (the same --policy; every weight of the new model must be in it
+    /// with its shape): fine-tuning, or continuing a run elsewhere without its optimiser state.
     #[arg(long, conflicts_with_all = ["resume", "global_init"])]
     init: Option<PathBuf>,
     /// GLUE: the key patches' positional encoding, learned per cell or the fixed 2-D sine-cosine one.
