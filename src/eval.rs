@@ -76,6 +76,10 @@ pub struct EpisodeResult {
     pub ticks: u32,
     /// Actions that were invalid after clamping and were replaced by a hold.
     pub invalid_actions: u32,
+    /// Pick-and-place tasks: whether the gripper held the carried object at some tick ([`crate::sim::Sim::grasped_carried`]);
+    /// absent for push-button.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grasped: Option<bool>,
 }
 
 /// Latency of the policy, ms.
@@ -175,6 +179,14 @@ pub struct EvalReport {
     pub temporal_ensemble: Option<f32>,
     pub latency: Latency,
     pub per_episode: Vec<EpisodeResult>,
+}
+
+impl EvalReport {
+    /// Episodes in which the gripper held the carried object (pick-and-place tasks; `None` otherwise).
+    pub fn grasps(&self) -> Option<usize> {
+        let flags: Option<Vec<bool>> = self.per_episode.iter().map(|e| e.grasped).collect();
+        flags.filter(|f| !f.is_empty()).map(|f| f.iter().filter(|&&g| g).count())
+    }
 }
 
 /// The 95% Wilson score interval for `k` successes in `n` trials.
@@ -380,7 +392,8 @@ pub fn evaluate(config: &EvalConfig, out: &Path, device: &Device) -> Result<Eval
             if let Some(writer) = e.writer {
                 writer.finish(success)?;
             }
-            let result = EpisodeResult { seed: e.spec.seed, success, ticks: e.sim.frame(), invalid_actions: e.invalid };
+            let result =
+                EpisodeResult { seed: e.spec.seed, success, ticks: e.sim.frame(), invalid_actions: e.invalid, grasped: e.sim.grasped_carried() };
             eprintln!("episode {} (seed {}): {} in {} ticks", e.index, e.spec.seed, if success { "success" } else { "failure" }, result.ticks);
             if let Some(dir) = &config.video {
                 std::fs::create_dir_all(dir)?;
@@ -403,6 +416,29 @@ pub fn evaluate(config: &EvalConfig, out: &Path, device: &Device) -> Result<Eval
         stages: stages.scaled(1.0 / episode_ticks.max(1) as f64),
     };
     write_report(config, policy.config.policy.name(), results, latency, out)
+}
+
+/// The line the sim node prints after an episode, which [`evaluate_in_dataflow`] reads back.
+pub fn sim_outcome_line(episode: u64, sim: &crate::sim::Sim) -> String {
+    let spec = sim.spec();
+    let grasped = sim.grasped_carried().map(|g| format!(" grasped={g}")).unwrap_or_default();
+    format!(
+        "sim: episode {episode} ({}, seed {}, {}) success={}{grasped} after {} ticks",
+        spec.task,
+        spec.seed,
+        spec.condition.variant.name(),
+        sim.success(),
+        sim.frame()
+    )
+}
+
+/// The grasp stage of `episode` from the sim node's log lines ([`sim_outcome_line`]).
+fn logged_grasp(lines: &[String], episode: u64) -> Result<bool> {
+    let prefix = format!("sim: episode {episode} (");
+    let line = lines.iter().find(|l| l.starts_with(&prefix));
+    let flag = line.and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix("grasped=")));
+    let flag = flag.ok_or_else(|| eyre::eyre!("the sim node logged no `grasped=` outcome for episode {episode}"))?;
+    flag.parse().wrap_err_with(|| format!("sim node: bad grasped={flag} for episode {episode}, expected true or false"))
 }
 
 /// The GIF of the episode with scene seed `seed`.
@@ -449,7 +485,7 @@ pub struct DataflowSetup {
 /// evaluation's settings in each node's `env:` goes to `out/dataflow.yml`, `dora run` runs it (output in
 /// `out/dataflow.log`), and `eval.json` is built from the recorder's episodes (`out/episodes/<dataflow id>/`, always
 /// kept) and the nodes' reports: per-episode success and length from the recordings, holds from the policy node's
-/// log, per-node latency from each node's summary (`stages`, per episode-tick, grounding spread over the ticks;
+/// log, the grasp stage from the sim node's, per-node latency from each node's summary (`stages`, per episode-tick, grounding spread over the ticks;
 /// `tick_mean_ms` their sum, the serial chain's time per tick; `tick_p95_ms` the sum of the per-tick nodes' p95, a
 /// bound; `chunk_*` the policy node's chunk sampling).
 pub fn evaluate_in_dataflow(config: &EvalConfig, out: &Path, setup: &DataflowSetup) -> Result<EvalReport> {
@@ -513,6 +549,14 @@ pub fn evaluate_in_dataflow(config: &EvalConfig, out: &Path, setup: &DataflowSet
         let prefix = format!("policy: episode {episode} frame ");
         messages.get("policy").map_or(0, |m| m.iter().filter(|l| l.starts_with(&prefix)).count() as u32)
     };
+    let grasped = |episode: u64| -> Result<Option<bool>> {
+        if config.task.carried_object().is_none() {
+            return Ok(None);
+        }
+        logged_grasp(messages.get("sim").map_or(&[], Vec::as_slice), episode)
+            .map(Some)
+            .wrap_err_with(|| format!("see {}", out.join("dataflow.log").display()))
+    };
     let mut results = Vec::with_capacity(episodes.len());
     for episode in &episodes {
         let result = EpisodeResult {
@@ -520,6 +564,7 @@ pub fn evaluate_in_dataflow(config: &EvalConfig, out: &Path, setup: &DataflowSet
             success: episode.success,
             ticks: episode.ticks.len() as u32,
             invalid_actions: holds(episode.info.episode),
+            grasped: grasped(episode.info.episode)?,
         };
         eprintln!("episode {} (seed {}): {} in {} ticks", episode.info.episode, result.seed, if result.success { "success" } else { "failure" }, result.ticks);
         if let Some(dir) = &config.video {
@@ -561,5 +606,19 @@ mod tests {
         assert!(close(wilson_95(8, 10), [0.4902, 0.9433]), "{:?}", wilson_95(8, 10));
         assert!(close(wilson_95(0, 10), [0.0, 0.2775]), "{:?}", wilson_95(0, 10));
         assert!(close(wilson_95(50, 100), [0.4038, 0.5962]), "{:?}", wilson_95(50, 100));
+    }
+
+    #[test]
+    fn the_grasp_stage_is_read_back_from_the_sim_nodes_line() {
+        use crate::sim::{EpisodeSpec, Sim, SimConfig};
+        let config = SimConfig { width: 16, height: 16, ..SimConfig::default() };
+        let sim = Sim::new(&config, EpisodeSpec { task: TaskKind::PlaceFruit, seed: 4, condition: Condition::IN_DOMAIN });
+        let lines = vec!["sim: something else".to_string(), sim_outcome_line(7, &sim)];
+        assert!(!logged_grasp(&lines, 7).unwrap());
+        let err = logged_grasp(&lines, 8).unwrap_err().to_string();
+        assert!(err.contains("episode 8"), "{err}");
+        let bad = vec!["sim: episode 8 (place-fruit) success=false grasped=maybe after 3 ticks".to_string()];
+        let err = format!("{:#}", logged_grasp(&bad, 8).unwrap_err());
+        assert!(err.contains("grasped=maybe"), "{err}");
     }
 }

@@ -693,8 +693,9 @@ fn run(cli: Cli) -> eyre::Result<bool> {
             } else {
                 glue::eval::evaluate(&config, &out, &device.device())?
             };
+            let grasped = report.grasps().map(|g| format!(" (grasped the object in {g})")).unwrap_or_default();
             println!(
-                "{} on {} ({}, strength {}): {}/{} succeeded, success rate {:.2} (95% CI {:.2}-{:.2}); chunk latency mean {:.0} ms, p95 {:.0} ms; wrote {}",
+                "{} on {} ({}, strength {}): {}/{} succeeded{grasped}, success rate {:.2} (95% CI {:.2}-{:.2}); chunk latency mean {:.0} ms, p95 {:.0} ms; wrote {}",
                 report.policy,
                 report.task,
                 report.variant,

@@ -66,6 +66,24 @@ fn a_robot_that_does_nothing_does_not_succeed() {
         }
         assert!(!sim.success(), "{task}: succeeded without acting");
         assert_eq!(sim.frame(), task.max_ticks());
+        assert_eq!(sim.grasped_carried(), task.carried_object().map(|_| false), "{task}: grasped without acting");
+    }
+}
+
+/// The grasp stage that `glue eval` reports: the experts' pick-and-place episodes hold the carried object at some
+/// tick (and push-button has no such stage).
+#[test]
+fn experts_grasp_the_carried_object() {
+    let config = SimConfig { width: 32, height: 32, ..SimConfig::default() };
+    for task in TaskKind::ALL {
+        let mut grasped = None;
+        let outcome = run_expert(&config, spec(task, 100, Variant::None, 0.0), |sim, _, _| {
+            grasped = sim.grasped_carried().map(|g| g || grasped == Some(true));
+            Ok(())
+        })
+        .unwrap();
+        assert!(outcome.success, "{task}: expert failed on seed 100");
+        assert_eq!(grasped, task.carried_object().map(|_| true), "{task}");
     }
 }
 

@@ -2,6 +2,11 @@
 //! `Normalize(mode=MIN_MAX)` do it (`lerobot/policies/normalize.py`): `x' = 2 (x - min) / (max - min + ε) - 1`
 //! with `ε = 1e-8`. The statistics come from the training data and are stored with the checkpoint
 //! (`normalizer.json`), so inference maps exactly as training did.
+//!
+//! One departure: a dimension whose range is below [`CONSTANT_SPAN`] counts as constant, like an exactly constant
+//! one (`-1` out, `min` back). Without it, float rounding in a quantity that is constant in principle (the
+//! quaternion components of a top-down grasp that only yaws vary by ~1e-8) is stretched over `[-1, 1]` and the
+//! policy is trained to predict rounding noise.
 
 use std::path::Path;
 
@@ -10,6 +15,10 @@ use serde::{Deserialize, Serialize};
 
 /// LeRobot's epsilon against zero ranges.
 const EPS: f32 = 1e-8;
+
+/// Ranges below this count as constant: far below any physical resolution of a state or action in SI units
+/// (1 µm, 1 µrad), far above f32 rounding of values near 1 (6e-8).
+pub const CONSTANT_SPAN: f32 = 1e-6;
 
 /// Per-dimension range of one quantity.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,17 +52,20 @@ impl Range {
         self.min.len()
     }
 
-    /// Maps `x` into `[-1, 1]` in place (values outside the fitted range map outside it).
+    /// Maps `x` into `[-1, 1]` in place (values outside the fitted range map outside it; a constant dimension
+    /// maps to `-1`).
     pub fn normalize(&self, x: &mut [f32]) {
         for (d, v) in x.iter_mut().enumerate() {
-            *v = 2.0 * (*v - self.min[d]) / (self.max[d] - self.min[d] + EPS) - 1.0;
+            let span = self.max[d] - self.min[d];
+            *v = if span < CONSTANT_SPAN { -1.0 } else { 2.0 * (*v - self.min[d]) / (span + EPS) - 1.0 };
         }
     }
 
-    /// The inverse of [`Range::normalize`], in place.
+    /// The inverse of [`Range::normalize`], in place (a constant dimension returns its `min`).
     pub fn denormalize(&self, x: &mut [f32]) {
         for (d, v) in x.iter_mut().enumerate() {
-            *v = (*v + 1.0) / 2.0 * (self.max[d] - self.min[d] + EPS) + self.min[d];
+            let span = self.max[d] - self.min[d];
+            *v = if span < CONSTANT_SPAN { self.min[d] } else { (*v + 1.0) / 2.0 * (span + EPS) + self.min[d] };
         }
     }
 }
@@ -109,6 +121,21 @@ mod tests {
         range.denormalize(&mut mid);
         for (a, b) in mid.iter().zip(&rows[2]) {
             assert!((a - b).abs() < 1e-5, "{mid:?}");
+        }
+    }
+
+    #[test]
+    fn rounding_noise_counts_as_constant() {
+        // Dimension 1 is a quaternion component that is zero up to f32 rounding, as in a yawing top-down grasp.
+        let rows = [vec![0.0f32, -3e-8], vec![1.0, 2.9e-8], vec![0.5, 1e-9]];
+        let range = Range::fit("action", 2, rows.iter().map(Vec::as_slice)).unwrap();
+        for row in &rows {
+            let mut x = row.clone();
+            range.normalize(&mut x);
+            assert_eq!(x[1], -1.0, "{row:?} -> {x:?}");
+            let mut y = [x[0], 0.7];
+            range.denormalize(&mut y);
+            assert!((y[0] - row[0]).abs() < 1e-6 && y[1] == -3e-8, "{y:?}");
         }
     }
 

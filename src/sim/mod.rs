@@ -93,6 +93,8 @@ pub struct Sim {
     renderer: Renderer,
     oracle: Vec<OraclePoint>,
     frame: u32,
+    /// Index of the task's carried object, and whether the gripper has held it at any tick so far.
+    carried: Option<(usize, bool)>,
 }
 
 /// The fixed third-person camera, looking at the workspace from the front right like the paper's RealSense.
@@ -161,7 +163,11 @@ impl Sim {
             .collect();
         let dt = 1.0 / (config.control_hz * config.substeps as f32);
         let physics = Physics::new(&objects, franka::Q_HOME, franka::GRIPPER_MAX_WIDTH, dt, config.substeps);
-        Sim { config: config.clone(), spec, objects, physics, camera, disturbance, renderer: Renderer::new(), oracle, frame: 0 }
+        let carried = spec.task.carried_object().map(|name| {
+            let index = objects.iter().position(|o| o.name == name).unwrap_or_else(|| panic!("task layout has no `{name}`"));
+            (index, false)
+        });
+        Sim { config: config.clone(), spec, objects, physics, camera, disturbance, renderer: Renderer::new(), oracle, frame: 0, carried }
     }
 
     pub fn spec(&self) -> &EpisodeSpec {
@@ -266,6 +272,16 @@ impl Sim {
         let orientation = Quat::from_array(action.orientation).normalize();
         self.physics.step(Vec3::from(action.position), orientation, action.gripper);
         self.frame += 1;
+        if let Some((index, held)) = &mut self.carried {
+            *held |= self.physics.grasped() == Some(*index);
+        }
+    }
+
+    /// Whether the gripper has held the task's carried object ([`TaskKind::carried_object`]) at any tick of the
+    /// episode: the first stage of a pick-and-place, which separates failures to grasp from failures to place.
+    /// `None` for a task that carries nothing.
+    pub fn grasped_carried(&self) -> Option<bool> {
+        self.carried.map(|(_, held)| held)
     }
 
     /// A command that holds the arm where it is (TCP pose and gripper opening): what a watchdog sends when no

@@ -52,6 +52,16 @@ impl TaskKind {
         q.iter().map(|s| s.to_string()).collect()
     }
 
+    /// The object a pick-and-place task carries (its grasp is the first stage of the task); `None` for
+    /// push-button, which grasps nothing.
+    pub fn carried_object(self) -> Option<&'static str> {
+        match self {
+            TaskKind::PushButton => None,
+            TaskKind::StackBlock => Some("white block"),
+            TaskKind::PlaceFruit => Some("fruit"),
+        }
+    }
+
     /// Episode length limit in 10 Hz control ticks (about twice what the scripted expert needs).
     pub fn max_ticks(self) -> u32 {
         match self {

@@ -8,7 +8,8 @@
 //! scripted experts only), `oracle_tracks`. Input: `action`, answering the frame it was computed for; the
 //! simulator steps once per valid action, so the episode is the same whatever the graph's timing. An action
 //! that fails validation is logged and replaced by a hold-position command: invalid data never moves the arm.
-//! At the end of the run it prints its per-tick latency (physics step, render and publishing; mean, p95).
+//! After each episode it prints its outcome (`success=`, and `grasped=` for a task that carries an object: whether
+//! the gripper held it at some tick). At the end of the run it prints its per-tick latency (physics step, render and publishing; mean, p95).
 
 use std::time::Instant;
 
@@ -85,7 +86,7 @@ fn main() -> eyre::Result<()> {
         }
         let end = EpisodeEvent::End { success: sim.success(), ticks: sim.frame() as u64 };
         send(&mut node, "episode", &Header { episode, frame: sim.frame() as u64, timestamp_ns: sim.timestamp_ns() }, &end)?;
-        println!("sim: episode {episode} ({task}, seed {seed}, {variant}) success={} after {} ticks", sim.success(), sim.frame());
+        println!("{}", glue::eval::sim_outcome_line(episode, &sim));
         successes += u64::from(sim.success());
     }
     println!("sim: {successes}/{episodes} episodes succeeded ({task}, {variant})");
