@@ -436,6 +436,9 @@ struct TrainArgs {
     checkpoint_every: Option<usize>,
     #[arg(long)]
     val_fraction: Option<f32>,
+    /// State and action dimensions whose range is under this count as constant (0: LeRobot's exact min-max).
+    #[arg(long)]
+    constant_span: Option<f32>,
     /// Wall-clock budget of this invocation in minutes: the epochs (and the cosine schedule) shrink to what fits.
     #[arg(long)]
     max_minutes: Option<f64>,
@@ -482,6 +485,7 @@ fn train_config(args: &TrainArgs) -> TrainConfig {
     config.seed = args.seed.unwrap_or(config.seed);
     config.checkpoint_every = args.checkpoint_every.unwrap_or(config.checkpoint_every);
     config.val_fraction = args.val_fraction.unwrap_or(config.val_fraction);
+    config.constant_span = args.constant_span.unwrap_or(config.constant_span);
     config.max_minutes = args.max_minutes;
     config
 }

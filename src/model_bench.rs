@@ -21,7 +21,7 @@ use burn::tensor::{Device, Distribution, Tensor};
 use image::RgbImage;
 use rand::SeedableRng;
 
-use crate::policy::normalizer::{Normalizer, Range};
+use crate::policy::normalizer::{CONSTANT_SPAN, Normalizer, Range};
 use crate::policy::observation::{Crop, Frame, key_features, observations};
 use crate::policy::{ModelSize, PolicyConfig, PolicyKind, PolicyNet, ddim_for, gaussian};
 use crate::unet::ConditionalUnet1dConfig;
@@ -87,7 +87,7 @@ fn scene() -> (RgbImage, [f32; 15], Vec<[f32; 3]>) {
 }
 
 fn unit_normalizer(state_dim: usize) -> Normalizer {
-    let r = |n| Range { min: vec![-1.0; n], max: vec![1.0; n] };
+    let r = |n| Range { min: vec![-1.0; n], max: vec![1.0; n], constant_span: CONSTANT_SPAN };
     Normalizer { state: r(state_dim), action: r(8) }
 }
 

@@ -3,10 +3,12 @@
 //! with `ε = 1e-8`. The statistics come from the training data and are stored with the checkpoint
 //! (`normalizer.json`), so inference maps exactly as training did.
 //!
-//! One departure: a dimension whose range is below [`CONSTANT_SPAN`] counts as constant, like an exactly constant
-//! one (`-1` out, `min` back). Without it, float rounding in a quantity that is constant in principle (the
-//! quaternion components of a top-down grasp that only yaws vary by ~1e-8) is stretched over `[-1, 1]` and the
-//! policy is trained to predict rounding noise.
+//! One departure, by default (`glue train --constant-span`, 0 for LeRobot's mapping): a dimension whose range is
+//! below [`CONSTANT_SPAN`] counts as constant (`-1` out, `min` back). Without it, float rounding in a quantity that is constant in principle (the
+//! quaternion components of a top-down grasp that only yaws vary by ~3e-8) is stretched over `[-1, 1]` and the
+//! policy is trained to predict rounding noise. The threshold is stored with the statistics (`constant_span`), and
+//! a `normalizer.json` (or `train.json`) written before it existed reads as `0`, LeRobot's exact mapping, so older
+//! checkpoints act and resume bit for bit as they were trained.
 
 use std::path::Path;
 
@@ -25,12 +27,21 @@ pub const CONSTANT_SPAN: f32 = 1e-6;
 pub struct Range {
     pub min: Vec<f32>,
     pub max: Vec<f32>,
+    /// Ranges below this count as constant (the `constant_span` it was fitted with; `0` in files that predate it).
+    #[serde(default)]
+    pub constant_span: f32,
 }
 
 impl Range {
-    /// The per-dimension range of `rows` (each of length `dim`). Errors on no rows, a wrong length or a
-    /// non-finite value, naming `what` and the row.
-    pub fn fit<'a>(what: &str, dim: usize, rows: impl IntoIterator<Item = &'a [f32]>) -> eyre::Result<Self> {
+    /// The per-dimension range of `rows` (each of length `dim`), ranges under `constant_span` counting as constant
+    /// ([`CONSTANT_SPAN`], or `0` for LeRobot's exact mapping). Errors on no rows, a wrong length or a non-finite
+    /// value, naming `what` and the row.
+    pub fn fit<'a>(
+        what: &str,
+        dim: usize,
+        rows: impl IntoIterator<Item = &'a [f32]>,
+        constant_span: f32,
+    ) -> eyre::Result<Self> {
         let mut min = vec![f32::INFINITY; dim];
         let mut max = vec![f32::NEG_INFINITY; dim];
         let mut count = 0usize;
@@ -44,7 +55,7 @@ impl Range {
             count += 1;
         }
         ensure!(count > 0, "{what}: no data to fit the normaliser on");
-        Ok(Self { min, max })
+        Ok(Self { min, max, constant_span })
     }
 
     /// Number of dimensions.
@@ -57,7 +68,7 @@ impl Range {
     pub fn normalize(&self, x: &mut [f32]) {
         for (d, v) in x.iter_mut().enumerate() {
             let span = self.max[d] - self.min[d];
-            *v = if span < CONSTANT_SPAN { -1.0 } else { 2.0 * (*v - self.min[d]) / (span + EPS) - 1.0 };
+            *v = if span < self.constant_span { -1.0 } else { 2.0 * (*v - self.min[d]) / (span + EPS) - 1.0 };
         }
     }
 
@@ -65,7 +76,7 @@ impl Range {
     pub fn denormalize(&self, x: &mut [f32]) {
         for (d, v) in x.iter_mut().enumerate() {
             let span = self.max[d] - self.min[d];
-            *v = if span < CONSTANT_SPAN { self.min[d] } else { (*v + 1.0) / 2.0 * (span + EPS) + self.min[d] };
+            *v = if span < self.constant_span { self.min[d] } else { (*v + 1.0) / 2.0 * (span + EPS) + self.min[d] };
         }
     }
 }
@@ -107,7 +118,7 @@ mod tests {
     #[test]
     fn maps_the_range_to_minus_one_one_and_back() {
         let rows = [vec![0.0f32, -2.0, 5.0], vec![1.0, 2.0, 5.0], vec![0.5, 0.0, 5.0]];
-        let range = Range::fit("state", 3, rows.iter().map(Vec::as_slice)).unwrap();
+        let range = Range::fit("state", 3, rows.iter().map(Vec::as_slice), CONSTANT_SPAN).unwrap();
         let mut lo = rows[0].clone();
         range.normalize(&mut lo);
         assert!((lo[0] + 1.0).abs() < 1e-6 && (lo[1] + 1.0).abs() < 1e-6, "{lo:?}");
@@ -128,7 +139,7 @@ mod tests {
     fn rounding_noise_counts_as_constant() {
         // Dimension 1 is a quaternion component that is zero up to f32 rounding, as in a yawing top-down grasp.
         let rows = [vec![0.0f32, -3e-8], vec![1.0, 2.9e-8], vec![0.5, 1e-9]];
-        let range = Range::fit("action", 2, rows.iter().map(Vec::as_slice)).unwrap();
+        let range = Range::fit("action", 2, rows.iter().map(Vec::as_slice), CONSTANT_SPAN).unwrap();
         for row in &rows {
             let mut x = row.clone();
             range.normalize(&mut x);
@@ -137,17 +148,28 @@ mod tests {
             range.denormalize(&mut y);
             assert!((y[0] - row[0]).abs() < 1e-6 && y[1] == -3e-8, "{y:?}");
         }
+        // A normaliser.json from before the threshold keeps LeRobot's mapping, noise and all.
+        let old: Range = serde_json::from_str(r#"{"min": [0.0, -3e-8], "max": [1.0, 2.9e-8]}"#).unwrap();
+        assert_eq!(old.constant_span, 0.0);
+        let mut x = rows[1].clone();
+        old.normalize(&mut x);
+        assert!((x[1] - (2.0 * 5.9e-8 / 6.9e-8 - 1.0)).abs() < 1e-3, "{x:?}");
+        // Fitting with a span of 0 (`glue train --constant-span 0`) gives that same mapping.
+        let lerobot = Range::fit("action", 2, rows.iter().map(Vec::as_slice), 0.0).unwrap();
+        let mut y = rows[1].clone();
+        lerobot.normalize(&mut y);
+        assert_eq!(x, y);
     }
 
     #[test]
     fn rejects_bad_rows_by_name() {
         let nan = [vec![0.0f32, f32::NAN]];
-        let err = Range::fit("action", 2, nan.iter().map(Vec::as_slice)).unwrap_err().to_string();
+        let err = Range::fit("action", 2, nan.iter().map(Vec::as_slice), CONSTANT_SPAN).unwrap_err().to_string();
         assert!(err.contains("action") && err.contains("non-finite"), "{err}");
         let short = [vec![0.0f32]];
-        let err = Range::fit("state", 2, short.iter().map(Vec::as_slice)).unwrap_err().to_string();
+        let err = Range::fit("state", 2, short.iter().map(Vec::as_slice), CONSTANT_SPAN).unwrap_err().to_string();
         assert!(err.contains("state") && err.contains("[2]"), "{err}");
-        assert!(Range::fit("state", 2, std::iter::empty()).is_err());
+        assert!(Range::fit("state", 2, std::iter::empty(), CONSTANT_SPAN).is_err());
     }
 
     #[test]
@@ -155,7 +177,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("glue-normalizer-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("normalizer.json");
-        let r = |n| Range { min: vec![0.0; n], max: vec![1.0; n] };
+        let r = |n| Range { min: vec![0.0; n], max: vec![1.0; n], constant_span: CONSTANT_SPAN };
         Normalizer { state: r(7), action: r(8) }.save(&path).unwrap();
         assert!(Normalizer::load(&path, 7, 8).is_ok());
         let err = Normalizer::load(&path, 7, 9).unwrap_err().to_string();

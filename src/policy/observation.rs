@@ -147,7 +147,7 @@ pub fn key_features(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::normalizer::Range;
+    use crate::policy::normalizer::{CONSTANT_SPAN, Range};
 
     #[test]
     fn crops_stay_inside_the_frame() {
@@ -168,7 +168,7 @@ mod tests {
         let keypoints = [[8.5f32, 8.5, 1.0], [15.0, 0.0, 0.0]];
         let features = [1.0f32, 2.0, 0.0, 0.0];
         let frame = Frame { image: &image, width: 16, height: 16, state: &state, keypoints: &keypoints, key_features: Some(&features) };
-        let range = |n| Range { min: vec![0.0; n], max: vec![1.0; n] };
+        let range = |n| Range { min: vec![0.0; n], max: vec![1.0; n], constant_span: CONSTANT_SPAN };
         let normalizer = Normalizer { state: range(7), action: range(8) };
         let cells = |crop: Crop| -> Vec<i64> {
             let obs = observations(&[frame], &[crop], 8, 4, &normalizer, &device);

@@ -30,7 +30,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::policy::checkpoint::{LOCAL_ENCODER_DIR, MODEL_SAFETENSORS, NORMALIZER_JSON, POLICY_JSON, Precision, load_into, load_net, save_net};
-use crate::policy::normalizer::{Normalizer, Range};
+use crate::policy::normalizer::{CONSTANT_SPAN, Normalizer, Range};
 use crate::policy::observation::{Crop, Frame, key_features, observations};
 use crate::policy::{Encoder, PolicyConfig, PolicyNet, ddim_for, gaussian};
 use crate::vit::{ClipVisionModel, GridEncoder};
@@ -63,6 +63,11 @@ pub struct TrainConfig {
     /// EMA warmup power and cap (Diffusion Policy: 0.75, 0.9999).
     pub ema_power: f64,
     pub ema_max_decay: f64,
+    /// The normaliser counts a state or action dimension whose range is under this as constant
+    /// ([`CONSTANT_SPAN`]; `0` is LeRobot's exact min-max, and what a `train.json`
+    /// written before this field existed reads as, so such runs resume as they started).
+    #[serde(default)]
+    pub constant_span: f32,
     /// Fraction of episodes held out for validation.
     pub val_fraction: f32,
     /// Validation samples per epoch at most (evenly spaced over the validation set).
@@ -99,6 +104,7 @@ impl TrainConfig {
             grad_clip_norm: 1.0,
             ema_power: 0.75,
             ema_max_decay: 0.9999,
+            constant_span: CONSTANT_SPAN,
             val_fraction: 0.1,
             val_samples: 256,
             seed: 0,
@@ -201,10 +207,13 @@ impl Dataset {
 }
 
 /// Fits the normaliser on the training demos.
-fn fit_normalizer(demos: &[Demo], which: &[usize], state_dim: usize) -> Result<Normalizer> {
+fn fit_normalizer(demos: &[Demo], which: &[usize], state_dim: usize, constant_span: f32) -> Result<Normalizer> {
     let states = which.iter().flat_map(|&d| demos[d].states.iter().map(move |s| &s[..state_dim]));
     let actions = which.iter().flat_map(|&d| demos[d].actions.iter().map(|a| a.as_slice()));
-    Ok(Normalizer { state: Range::fit("state", state_dim, states)?, action: Range::fit("action", 8, actions)? })
+    Ok(Normalizer {
+        state: Range::fit("state", state_dim, states, constant_span)?,
+        action: Range::fit("action", 8, actions, constant_span)?,
+    })
 }
 
 /// Computes every frame's key-patch features with the frozen local encoder.
@@ -352,7 +361,7 @@ fn run(mut config: TrainConfig, out: &Path, resume: bool, device: &Device) -> Re
         demos.iter().map(Demo::len).sum::<usize>(),
         source.map_or(String::new(), |s| format!(", keypoints from {s:?}"))
     );
-    let normalizer = fit_normalizer(&demos, &train_ids, config.policy.state_dim)?;
+    let normalizer = fit_normalizer(&demos, &train_ids, config.policy.state_dim, config.constant_span)?;
     normalizer.save(&out.join(NORMALIZER_JSON))?;
 
     let key_features = if glue {
