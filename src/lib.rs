@@ -9,6 +9,7 @@
 pub mod annotate;
 pub mod bench;
 pub mod collect;
+pub mod compare;
 pub mod dataflow;
 pub mod device;
 pub mod diffusion;

@@ -221,6 +221,16 @@ enum Command {
         #[arg(long, default_value = "docs/results")]
         out: PathBuf,
     },
+    /// Pool the episodes of several eval.json files per side and test whether side a's success rate differs from
+    /// side b's (two-proportion z-test, two-sided), with each side's 95% Wilson interval.
+    Compare {
+        /// Side a: eval.json files, or folders holding one.
+        #[arg(long, num_args = 1.., required = true)]
+        a: Vec<PathBuf>,
+        /// Side b: eval.json files, or folders holding one.
+        #[arg(long, num_args = 1.., required = true)]
+        b: Vec<PathBuf>,
+    },
     /// Measure throughput and print a table: the simulator and recorder (`--suite sim`) or the models
     /// (`--suite models`, same shapes as benches/torch_reference.py).
     Bench {
@@ -719,6 +729,7 @@ fn run(cli: Cli) -> eyre::Result<bool> {
             print!("{}", glue::report::write(&study, &out)?);
             println!("wrote {0}/tables.md and {0}/success-*.png", out.display());
         }
+        Command::Compare { a, b } => print!("{}", glue::compare::run(&a, &b)?),
         Command::Bench { suite, repeats, cases, torch, device } => {
             eyre::ensure!(repeats >= 1, "--repeats: expected at least 1");
             match suite {
