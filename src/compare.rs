@@ -6,16 +6,15 @@
 //! training seeds. This is how docs/results.md computes its pooled figures and p-values.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use eyre::{Result, WrapErr, ensure};
+use eyre::{Result, ensure};
 
 use crate::eval::{EvalReport, wilson_95};
 
 /// The episodes of one side, pooled.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Pooled {
-    pub files: usize,
     pub successes: usize,
     pub episodes: usize,
 }
@@ -23,7 +22,6 @@ pub struct Pooled {
 impl Pooled {
     pub fn of(reports: &[EvalReport]) -> Self {
         Self {
-            files: reports.len(),
             successes: reports.iter().map(|r| r.successes).sum(),
             episodes: reports.iter().map(|r| r.episodes).sum(),
         }
@@ -47,8 +45,8 @@ pub fn two_proportion_z(a: Pooled, b: Pooled) -> (f64, f64) {
     (z, erfc(z.abs() / std::f64::consts::SQRT_2))
 }
 
-/// The complementary error function, W. J. Cody's rational Chebyshev form as given in Numerical Recipes
-/// (`erfcc`, fractional error under 1.2e-7 everywhere): enough for p-values.
+/// The complementary error function by the Chebyshev fit of Numerical Recipes' `erfcc` (fractional error under
+/// 1.2e-7 everywhere): enough for p-values.
 fn erfc(x: f64) -> f64 {
     let z = x.abs();
     let t = 1.0 / (1.0 + 0.5 * z);
@@ -63,22 +61,6 @@ fn erfc(x: f64) -> f64 {
     if x >= 0.0 { r } else { 2.0 - r }
 }
 
-/// Reads an `eval.json`, or the `eval.json` inside a folder.
-pub fn read(path: &Path) -> Result<EvalReport> {
-    let file = if path.is_dir() { path.join("eval.json") } else { path.to_path_buf() };
-    let text = std::fs::read_to_string(&file).wrap_err_with(|| format!("cannot read {}", file.display()))?;
-    let report: EvalReport = serde_json::from_str(&text).wrap_err_with(|| format!("bad eval.json {}", file.display()))?;
-    ensure!(report.episodes > 0, "{}: `episodes` is 0, expected at least one episode", file.display());
-    ensure!(
-        report.successes <= report.episodes,
-        "{}: `successes` {} exceeds `episodes` {}",
-        file.display(),
-        report.successes,
-        report.episodes
-    );
-    Ok(report)
-}
-
 /// The comparison as a table: each side's pooled success with its 95% Wilson interval, then the test.
 pub fn table(a: &[EvalReport], b: &[EvalReport]) -> Result<String> {
     ensure!(!a.is_empty() && !b.is_empty(), "--a and --b: expected at least one eval.json each");
@@ -89,7 +71,7 @@ pub fn table(a: &[EvalReport], b: &[EvalReport]) -> Result<String> {
         writeln!(
             out,
             "| {name} | {} | {} | {} | {}/{} | {:.1}% | {:.1}-{:.1}% |",
-            pooled.files,
+            reports.len(),
             distinct(reports, |r| &r.task),
             distinct(reports, |r| &r.policy),
             pooled.successes,
@@ -117,7 +99,7 @@ fn distinct(reports: &[EvalReport], field: impl Fn(&EvalReport) -> &String) -> S
 
 /// `glue compare`'s whole job: read both sides and print the table.
 pub fn run(a: &[PathBuf], b: &[PathBuf]) -> Result<String> {
-    let read_all = |paths: &[PathBuf]| paths.iter().map(|p| read(p)).collect::<Result<Vec<_>>>();
+    let read_all = |paths: &[PathBuf]| paths.iter().map(|p| EvalReport::read(p)).collect::<Result<Vec<_>>>();
     table(&read_all(a)?, &read_all(b)?)
 }
 
@@ -126,12 +108,12 @@ mod tests {
     use super::*;
 
     fn pooled(successes: usize, episodes: usize) -> Pooled {
-        Pooled { files: 1, successes, episodes }
+        Pooled { successes, episodes }
     }
 
     #[test]
     fn erfc_matches_reference_values() {
-        // erfc(0) = 1, erfc(1) = 0.157299207..., erfc(1.96 / sqrt 2) = 0.0499957..., erfc(-1) = 1.842700792...
+        // erfc(0) = 1, erfc(1) = 0.157299207..., erfc(1.959964 / sqrt 2) = 0.0500000..., erfc(-1) = 1.842700792...
         for (x, want) in [(0.0, 1.0), (1.0, 0.157_299_207), (1.959_964 / std::f64::consts::SQRT_2, 0.05), (-1.0, 1.842_700_793)] {
             assert!((erfc(x) - want).abs() < 2e-7, "erfc({x}) = {}, expected {want}", erfc(x));
         }
@@ -152,10 +134,10 @@ mod tests {
     fn bad_eval_files_are_errors_that_name_the_field() {
         let dir = std::env::temp_dir().join(format!("glue-compare-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let err = read(&dir).unwrap_err();
+        let err = EvalReport::read(&dir).unwrap_err();
         assert!(format!("{err:#}").contains("eval.json"), "{err:#}");
         std::fs::write(dir.join("eval.json"), "{\"episodes\": 3}").unwrap();
-        assert!(format!("{:#}", read(&dir).unwrap_err()).contains("bad eval.json"));
+        assert!(format!("{:#}", EvalReport::read(&dir).unwrap_err()).contains("bad eval.json"));
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(table(&[], &[]).is_err(), "empty sides are an error");
     }

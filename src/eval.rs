@@ -182,6 +182,22 @@ pub struct EvalReport {
 }
 
 impl EvalReport {
+    /// Reads an `eval.json` written by [`evaluate`], or the one inside a folder; rejects counts that cannot be.
+    pub fn read(path: &Path) -> Result<Self> {
+        let file = if path.is_dir() { path.join("eval.json") } else { path.to_path_buf() };
+        let text = std::fs::read_to_string(&file).wrap_err_with(|| format!("cannot read {}", file.display()))?;
+        let report: Self = serde_json::from_str(&text).wrap_err_with(|| format!("bad eval.json {}", file.display()))?;
+        ensure!(report.episodes > 0, "{}: `episodes` is 0, expected at least one episode", file.display());
+        ensure!(
+            report.successes <= report.episodes,
+            "{}: `successes` {} exceeds `episodes` {}",
+            file.display(),
+            report.successes,
+            report.episodes
+        );
+        Ok(report)
+    }
+
     /// Episodes in which the gripper held the carried object (pick-and-place tasks; `None` otherwise).
     pub fn grasps(&self) -> Option<usize> {
         let flags: Option<Vec<bool>> = self.per_episode.iter().map(|e| e.grasped).collect();

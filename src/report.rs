@@ -56,10 +56,8 @@ fn subdirs(dir: &Path) -> Result<Vec<PathBuf>> {
 pub fn load(study: &Path) -> Result<Study> {
     let mut evals = Vec::new();
     for dir in subdirs(&study.join("eval"))? {
-        let path = dir.join("eval.json");
-        if path.is_file() {
-            let text = std::fs::read_to_string(&path)?;
-            evals.push(serde_json::from_str(&text).wrap_err_with(|| format!("bad {}", path.display()))?);
+        if dir.join("eval.json").is_file() {
+            evals.push(EvalReport::read(&dir)?);
         }
     }
     let mut runs = Vec::new();
