@@ -20,15 +20,20 @@ pub struct Pooled {
 }
 
 impl Pooled {
-    pub fn of(reports: &[EvalReport]) -> Self {
-        Self {
-            successes: reports.iter().map(|r| r.successes).sum(),
-            episodes: reports.iter().map(|r| r.episodes).sum(),
-        }
+    pub fn of<'a>(reports: impl IntoIterator<Item = &'a EvalReport>) -> Self {
+        reports.into_iter().fold(Self { successes: 0, episodes: 0 }, |sum, r| Self {
+            successes: sum.successes + r.successes,
+            episodes: sum.episodes + r.episodes,
+        })
     }
 
     pub fn rate(&self) -> f64 {
         self.successes as f64 / self.episodes as f64
+    }
+
+    /// The 95% Wilson score interval of the pooled rate.
+    pub fn wilson_95(&self) -> [f64; 2] {
+        wilson_95(self.successes, self.episodes)
     }
 }
 
@@ -67,7 +72,7 @@ pub fn table(a: &[EvalReport], b: &[EvalReport]) -> Result<String> {
     let (pa, pb) = (Pooled::of(a), Pooled::of(b));
     let mut out = String::from("| side | files | tasks | policies | success | rate | 95% Wilson |\n|---|---|---|---|---|---|---|\n");
     for (name, reports, pooled) in [("a", a, pa), ("b", b, pb)] {
-        let [lo, hi] = wilson_95(pooled.successes, pooled.episodes);
+        let [lo, hi] = pooled.wilson_95();
         writeln!(
             out,
             "| {name} | {} | {} | {} | {}/{} | {:.1}% | {:.1}-{:.1}% |",

@@ -3,13 +3,15 @@
 //! Reads `STUDY/eval/*/eval.json` ([`EvalReport`], written by `glue eval`) and `STUDY/runs/*/` (`train.json`,
 //! `metrics.csv`, written by `glue train`) and writes `OUT/tables.md` (success per task, policy and condition with
 //! 95% Wilson intervals; the key-patch ablation; the training runs) and one bar chart per task,
-//! `OUT/success-TASK.png`. `scripts/study.sh` produces the inputs.
+//! `OUT/success-TASK.png`. Several evaluations of one cell (e.g. one per training seed) are pooled into it, as
+//! `glue compare` pools them ([`Pooled`]), and the cell says how many. `scripts/study.sh` produces the inputs.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use eyre::{Result, WrapErr, ensure};
 
+use crate::compare::Pooled;
 use crate::eval::EvalReport;
 use crate::plot::BarChart;
 use crate::sim::ood::Variant;
@@ -90,14 +92,18 @@ fn summarise_run(dir: &Path, config: &TrainConfig, csv: &str) -> Result<RunSumma
     })
 }
 
-fn cell(r: &EvalReport) -> String {
-    format!("{}/{} ({:.0}%, {:.0}-{:.0}%)", r.successes, r.episodes, 100.0 * r.success_rate, 100.0 * r.wilson_95[0], 100.0 * r.wilson_95[1])
+/// `successes/episodes (rate, Wilson interval)`, and how many evaluations were pooled when more than one.
+fn cell(reports: &[&EvalReport]) -> String {
+    let pooled = Pooled::of(reports.iter().copied());
+    let [lo, hi] = pooled.wilson_95();
+    let runs = if reports.len() > 1 { format!(", {} runs", reports.len()) } else { String::new() };
+    format!("{}/{} ({:.0}%, {:.0}-{:.0}%{runs})", pooled.successes, pooled.episodes, 100.0 * pooled.rate(), 100.0 * lo, 100.0 * hi)
 }
 
 impl Study {
-    /// The main-run evaluation of (`task`, `policy`, `variant`), if there is one.
-    fn find(&self, task: &str, policy: &str, variant: &str) -> Option<&EvalReport> {
-        self.evals.iter().find(|r| r.task == task && r.policy == policy && r.variant == variant && main_run(r))
+    /// The main-run evaluations of (`task`, `policy`, `variant`), pooled into one cell; empty if there are none.
+    fn find(&self, task: &str, policy: &str, variant: &str) -> Vec<&EvalReport> {
+        self.evals.iter().filter(|r| r.task == task && r.policy == policy && r.variant == variant && main_run(r)).collect()
     }
 
     fn tasks(&self) -> Vec<String> {
@@ -115,8 +121,11 @@ impl Study {
         let _ = writeln!(md, "|---|---|{}", "---|".repeat(variants.len()));
         for task in self.tasks() {
             for policy in POLICIES {
-                let cells: Vec<String> =
-                    variants.iter().map(|v| self.find(&task, policy, v).map_or("-".into(), cell)).collect();
+                let cells: Vec<String> = variants
+                    .iter()
+                    .map(|v| self.find(&task, policy, v))
+                    .map(|found| if found.is_empty() { "-".into() } else { cell(&found) })
+                    .collect();
                 if cells.iter().any(|c| c != "-") {
                     let _ = writeln!(md, "| {task} | {policy} | {} |", cells.join(" | "));
                 }
@@ -127,7 +136,7 @@ impl Study {
         if ablation.iter().any(|r| r.k != MAIN_K) {
             md.push_str("\n### Key-patch count (GLUE, in-domain)\n\n| task | K | success |\n|---|---|---|\n");
             for r in ablation {
-                let _ = writeln!(md, "| {} | {} | {} |", r.task, r.k, cell(r));
+                let _ = writeln!(md, "| {} | {} | {} |", r.task, r.k, cell(&[r]));
             }
         }
         if !self.runs.is_empty() {
@@ -149,12 +158,16 @@ impl Study {
         let variants: Vec<&str> = Variant::ALL.iter().map(|v| v.name()).collect();
         let (mut series, mut intervals) = (Vec::new(), Vec::new());
         for policy in POLICIES {
-            let found: Vec<Option<&EvalReport>> = variants.iter().map(|v| self.find(task, policy, v)).collect();
+            let found: Vec<Option<Pooled>> = variants
+                .iter()
+                .map(|v| self.find(task, policy, v))
+                .map(|reports| (!reports.is_empty()).then(|| Pooled::of(reports)))
+                .collect();
             if found.iter().all(Option::is_none) {
                 continue;
             }
-            series.push((policy.to_string(), found.iter().map(|r| r.map_or(f64::NAN, |r| r.success_rate)).collect()));
-            intervals.push(found.iter().map(|r| r.map_or([f64::NAN; 2], |r| r.wilson_95)).collect());
+            series.push((policy.to_string(), found.iter().map(|p| p.map_or(f64::NAN, |p| p.rate())).collect()));
+            intervals.push(found.iter().map(|p| p.map_or([f64::NAN; 2], |p| p.wilson_95())).collect());
         }
         BarChart {
             title: format!("{task}: success rate (95% Wilson interval)"),
@@ -228,6 +241,23 @@ mod tests {
         assert_eq!(chart.series.len(), 2);
         assert_eq!(chart.series[0].1[0], 0.8, "the ablation's K=10 run must not replace the main cell");
         assert_eq!(chart.intervals[1][1], wilson_95(5, 50));
+    }
+
+    #[test]
+    fn evaluations_of_one_cell_are_pooled() {
+        let study = Study {
+            evals: vec![
+                report("push-button", "dp", "none", 15, 20),
+                report("push-button", "dp", "none", 15, 30),
+                report("push-button", "dp", "lighting", 15, 10),
+            ],
+            runs: Vec::new(),
+        };
+        let md = study.tables();
+        assert!(md.contains("| push-button | dp | 50/100 (50%, 40-60%, 2 runs) | - | - | 10/50 (20%, 11-33%) |"), "{md}");
+        let chart = study.chart("push-button");
+        assert_eq!(chart.series[0].1[0], 0.5);
+        assert_eq!(chart.intervals[0][0], wilson_95(50, 100));
     }
 
     #[test]
