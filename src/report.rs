@@ -92,18 +92,29 @@ fn summarise_run(dir: &Path, config: &TrainConfig, csv: &str) -> Result<RunSumma
     })
 }
 
-/// `successes/episodes (rate, Wilson interval)`, and how many evaluations were pooled when more than one.
-fn cell(reports: &[&EvalReport]) -> String {
-    let pooled = Pooled::of(reports.iter().copied());
-    let [lo, hi] = pooled.wilson_95();
-    let runs = if reports.len() > 1 { format!(", {} runs", reports.len()) } else { String::new() };
-    format!("{}/{} ({:.0}%, {:.0}-{:.0}%{runs})", pooled.successes, pooled.episodes, 100.0 * pooled.rate(), 100.0 * lo, 100.0 * hi)
+/// A table cell: the episodes of one or more evaluations, pooled, and how many evaluations that was.
+#[derive(Debug, Clone, Copy)]
+struct Cell {
+    pooled: Pooled,
+    runs: usize,
+}
+
+impl Cell {
+    /// `successes/episodes (rate, Wilson interval)`, and the number of pooled evaluations when more than one.
+    fn text(&self) -> String {
+        let Self { pooled, runs } = *self;
+        let [lo, hi] = pooled.wilson_95();
+        let runs = if runs > 1 { format!(", {runs} runs") } else { String::new() };
+        format!("{}/{} ({:.0}%, {:.0}-{:.0}%{runs})", pooled.successes, pooled.episodes, 100.0 * pooled.rate(), 100.0 * lo, 100.0 * hi)
+    }
 }
 
 impl Study {
-    /// The main-run evaluations of (`task`, `policy`, `variant`), pooled into one cell; empty if there are none.
-    fn find(&self, task: &str, policy: &str, variant: &str) -> Vec<&EvalReport> {
-        self.evals.iter().filter(|r| r.task == task && r.policy == policy && r.variant == variant && main_run(r)).collect()
+    /// The main-run evaluations of (`task`, `policy`, `variant`) pooled into one cell, if there are any.
+    fn cell(&self, task: &str, policy: &str, variant: &str) -> Option<Cell> {
+        let found: Vec<&EvalReport> =
+            self.evals.iter().filter(|r| r.task == task && r.policy == policy && r.variant == variant && main_run(r)).collect();
+        (!found.is_empty()).then(|| Cell { pooled: Pooled::of(found.iter().copied()), runs: found.len() })
     }
 
     fn tasks(&self) -> Vec<String> {
@@ -121,11 +132,8 @@ impl Study {
         let _ = writeln!(md, "|---|---|{}", "---|".repeat(variants.len()));
         for task in self.tasks() {
             for policy in POLICIES {
-                let cells: Vec<String> = variants
-                    .iter()
-                    .map(|v| self.find(&task, policy, v))
-                    .map(|found| if found.is_empty() { "-".into() } else { cell(&found) })
-                    .collect();
+                let cells: Vec<String> =
+                    variants.iter().map(|v| self.cell(&task, policy, v).map_or("-".into(), |c| c.text())).collect();
                 if cells.iter().any(|c| c != "-") {
                     let _ = writeln!(md, "| {task} | {policy} | {} |", cells.join(" | "));
                 }
@@ -136,7 +144,7 @@ impl Study {
         if ablation.iter().any(|r| r.k != MAIN_K) {
             md.push_str("\n### Key-patch count (GLUE, in-domain)\n\n| task | K | success |\n|---|---|---|\n");
             for r in ablation {
-                let _ = writeln!(md, "| {} | {} | {} |", r.task, r.k, cell(&[r]));
+                let _ = writeln!(md, "| {} | {} | {} |", r.task, r.k, Cell { pooled: Pooled::of([r]), runs: 1 }.text());
             }
         }
         if !self.runs.is_empty() {
@@ -158,16 +166,12 @@ impl Study {
         let variants: Vec<&str> = Variant::ALL.iter().map(|v| v.name()).collect();
         let (mut series, mut intervals) = (Vec::new(), Vec::new());
         for policy in POLICIES {
-            let found: Vec<Option<Pooled>> = variants
-                .iter()
-                .map(|v| self.find(task, policy, v))
-                .map(|reports| (!reports.is_empty()).then(|| Pooled::of(reports)))
-                .collect();
+            let found: Vec<Option<Cell>> = variants.iter().map(|v| self.cell(task, policy, v)).collect();
             if found.iter().all(Option::is_none) {
                 continue;
             }
-            series.push((policy.to_string(), found.iter().map(|p| p.map_or(f64::NAN, |p| p.rate())).collect()));
-            intervals.push(found.iter().map(|p| p.map_or([f64::NAN; 2], |p| p.wilson_95())).collect());
+            series.push((policy.to_string(), found.iter().map(|c| c.map_or(f64::NAN, |c| c.pooled.rate())).collect()));
+            intervals.push(found.iter().map(|c| c.map_or([f64::NAN; 2], |c| c.pooled.wilson_95())).collect());
         }
         BarChart {
             title: format!("{task}: success rate (95% Wilson interval)"),
