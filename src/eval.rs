@@ -261,6 +261,7 @@ fn for_each_parallel<T: Send>(items: &mut [&mut T], f: impl Fn(&mut T) -> Result
 pub fn evaluate(config: &EvalConfig, out: &Path, device: &Device) -> Result<EvalReport> {
     ensure!(config.parallel > 0, "--parallel must be at least 1");
     let policy = Policy::load(&config.checkpoint, device)?;
+    policy.check_task(config.task.name()).wrap_err_with(|| format!("--checkpoint {}", config.checkpoint.display()))?;
     let grid = match config.keypoints {
         Keypoints::Tracker => Some(GridEncoder::load(&config.keypoint_weights, 2, device)?),
         Keypoints::Oracle => None,
@@ -513,6 +514,7 @@ pub fn evaluate_in_dataflow(config: &EvalConfig, out: &Path, setup: &DataflowSet
     ensure!(config.parallel == 1, "--parallel {}: the graph runs one episode at a time (--parallel is in-process only)", config.parallel);
     // The checkpoint is checked here, before the graph starts, so that a bad one fails in seconds.
     let policy = Policy::load(&config.checkpoint, &Device::flex())?;
+    policy.check_task(config.task.name()).wrap_err_with(|| format!("--checkpoint {}", config.checkpoint.display()))?;
     std::fs::create_dir_all(out).wrap_err_with(|| format!("cannot create {}", out.display()))?;
     let out = absolute(out, "--out")?;
     let recordings = out.join("episodes");

@@ -1,6 +1,6 @@
 //! The dataflows under a real `dora run`: the simulator with the expert and the recorder, then replay of what it
-//! recorded. Needs the README set-up: the dora CLI in `.venv/` and the node binaries built with
-//! `cargo build --release --workspace`.
+//! recorded, and the policy node refusing a checkpoint of another task. Needs the README set-up: the dora CLI in
+//! `.venv/` and the node binaries built with `cargo build --release --workspace`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -44,6 +44,13 @@ fn dataflow(name: &str, dir: &Path, settings: &[(&str, &str, &str)]) -> PathBuf 
 
 /// Runs `dora run FILE` to completion (2 minutes at most) and returns its combined output.
 fn dora_run(file: &Path) -> String {
+    let (success, text) = dora_run_status(file);
+    assert!(success, "dora run failed:\n{text}");
+    text
+}
+
+/// Runs `dora run FILE` to completion (2 minutes at most): whether it succeeded, and its combined output.
+fn dora_run_status(file: &Path) -> (bool, String) {
     let mut child = Command::new(dora())
         .arg("run")
         .arg(file)
@@ -62,8 +69,7 @@ fn dora_run(file: &Path) -> String {
     }
     let out = child.wait_with_output().unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "dora run failed:\n{text}");
-    text
+    (out.status.success(), text)
 }
 
 /// The episodes of the single run folder the recorder created under `out`.
@@ -179,6 +185,32 @@ fn eval_through_the_sim_dataflow_with_temporal_ensembling_matches_the_in_process
 
 /// Replay paces ticks by their recorded timestamps: at speed 1 a run takes the episode's duration longer than the
 /// same run at full speed (0), whatever the fixed start-up and linger costs.
+/// The policy node refuses to drive a task its checkpoint was not trained on: the shipped push-button
+/// checkpoint in a place-fruit scene stops the graph with an error that names both tasks.
+#[test]
+fn the_policy_node_refuses_a_checkpoint_of_another_task() {
+    let dir = temp_dir("wrong-task");
+    let recordings = dir.join("recordings").display().to_string();
+    let checkpoint = root().join("checkpoints/push-button-glue-small").display().to_string();
+    let weights = root().join("checkpoints/local-vit-small").display().to_string();
+    let file = dataflow(
+        "dataflow.sim.yml",
+        &dir,
+        &[
+            ("sim", "TASK", "place-fruit"),
+            ("sim", "EPISODES", "1"),
+            ("grounding", "WEIGHTS", &weights),
+            ("encoder", "CHECKPOINT", &checkpoint),
+            ("policy", "CHECKPOINT", &checkpoint),
+            ("recorder", "OUT_DIR", &recordings),
+        ],
+    );
+    let (success, text) = dora_run_status(&file);
+    assert!(!success, "the graph ran a push-button checkpoint on place-fruit:\n{text}");
+    assert!(text.contains("trained on push-button demonstrations (trained_on.json), not place-fruit"), "{text}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[test]
 fn replay_streams_at_the_recorded_timing() {
     let dir = temp_dir("timing");

@@ -1,6 +1,7 @@
 //! `glue train` end to end on the shipped stack-block recording: a run resumes exactly where it stopped, the loss
 //! goes down, every policy's checkpoint loads and acts, a NaN loss stops the run and keeps the last good
-//! checkpoint, `--init` starts from a checkpoint's weights, and GLUE without keypoint tracks is refused with a message that says what is missing.
+//! checkpoint, `--init` starts from a checkpoint's weights, GLUE without keypoint tracks is refused with a message that says what is missing,
+//! and a checkpoint names the task it was trained on and refuses another (the shipped ones included).
 
 use std::path::{Path, PathBuf};
 
@@ -8,6 +9,7 @@ use burn::tensor::Device;
 use rand::SeedableRng;
 
 use glue::policy::observation::Frame;
+use glue::policy::checkpoint::TrainedOn;
 use glue::policy::{ModelSize, Policy, PolicyConfig, PolicyKind};
 use glue::recording::{EpisodeWriter, read_episode};
 use glue::train::{ResumeOverrides, TrainConfig, resume, train};
@@ -195,7 +197,52 @@ fn every_policy_trains_saves_loads_and_acts() {
         if policy == PolicyKind::Glue {
             assert!(run.0.join("best/local_encoder/model.safetensors").is_file(), "GLUE checkpoints carry their local encoder");
         }
+        let loaded = Policy::load(&run.0.join("best"), &Device::flex()).unwrap();
+        let frames = read_episode(root().join(EPISODE)).unwrap().ticks.len();
+        assert_eq!(loaded.trained_on, Some(TrainedOn { task: "stack-block".into(), episodes: 1, frames }), "{policy:?}");
+        loaded.check_task("stack-block").unwrap();
+        let e = format!("{:#}", loaded.check_task("place-fruit").unwrap_err());
+        assert!(e.contains("trained on stack-block") && e.contains("not place-fruit"), "{e}");
     }
+}
+
+#[test]
+fn demonstrations_of_two_tasks_are_refused() {
+    let run = Scratch::new("two-tasks");
+    let mut c = config(PolicyKind::Dp, 1);
+    c.data.push(root().join("recordings/push-button-none-seed001000-ep0000.arrow"));
+    let err = format!("{:#}", train(c, &run.0, &Device::flex()).unwrap_err());
+    assert!(err.contains("a push-button episode among stack-block ones (train one task per run)"), "{err}");
+}
+
+/// Every shipped GLUE checkpoint (`checkpoints/<task>-glue-small`) loads, says in `trained_on.json` that it was
+/// trained on the task its folder names, and refuses the other tasks, in the library and in `glue eval`.
+#[test]
+fn shipped_checkpoints_name_their_task_and_refuse_others() {
+    let tasks = ["push-button", "stack-block", "place-fruit"];
+    let mut shipped = 0;
+    for entry in std::fs::read_dir(root().join("checkpoints")).unwrap() {
+        let dir = entry.unwrap().path();
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let Some(task) = tasks.iter().find(|t| name == format!("{t}-glue-small")) else { continue };
+        let policy = Policy::load(&dir, &Device::flex()).unwrap();
+        let trained_on = policy.trained_on.as_ref().unwrap_or_else(|| panic!("{name}: no trained_on.json"));
+        assert_eq!(&trained_on.task, task, "{name}");
+        for other in tasks.iter().filter(|t| *t != task) {
+            let e = format!("{:#}", policy.check_task(other).unwrap_err());
+            assert!(e.contains(&format!("trained on {task}")), "{name} on {other}: {e}");
+            let out = Scratch::new(&format!("wrong-task-{name}-{other}"));
+            let run = std::process::Command::new(env!("CARGO_BIN_EXE_glue"))
+                .args(["eval", "--checkpoint", &dir.display().to_string(), "--task", other, "--episodes", "1", "--out"])
+                .arg(&out.0)
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&run.stderr);
+            assert!(!run.status.success() && stderr.contains(&format!("not {other}")), "{name} on {other}: {stderr}");
+        }
+        shipped += 1;
+    }
+    assert!(shipped >= 1, "no shipped GLUE checkpoint under checkpoints/");
 }
 
 #[test]

@@ -4,7 +4,8 @@
 //! - `policy.json`: the [`PolicyConfig`];
 //! - `normalizer.json`: the [`Normalizer`] fitted on the training data;
 //! - `model.safetensors`: the [`PolicyNet`] weights (the EMA weights, which inference uses) in float16;
-//! - `local_encoder/` (GLUE only): the frozen local ViT as a HF CLIP folder.
+//! - `local_encoder/` (GLUE only): the frozen local ViT as a HF CLIP folder;
+//! - `trained_on.json`: the task of its demonstrations ([`TrainedOn`]; older checkpoints lack it).
 
 use std::path::{Path, PathBuf};
 
@@ -26,6 +27,19 @@ pub const POLICY_JSON: &str = "policy.json";
 pub const NORMALIZER_JSON: &str = "normalizer.json";
 pub const MODEL_SAFETENSORS: &str = "model.safetensors";
 pub const LOCAL_ENCODER_DIR: &str = "local_encoder";
+pub const TRAINED_ON_JSON: &str = "trained_on.json";
+
+/// What a checkpoint was trained on, so that it is not run on another task by mistake (a push-button policy
+/// in a place-fruit scene moves the arm with confidence and completes nothing).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TrainedOn {
+    /// The demonstrations' task (`EpisodeInfo::task`), one per run.
+    pub task: String,
+    /// Successful demonstrations used (training and validation episodes).
+    pub episodes: usize,
+    /// Their frames.
+    pub frames: usize,
+}
 
 /// Precision of saved weights: checkpoint folders ship in half precision (half the size in the repository; the
 /// rounding is far below what changes a sampled action), training state stays in full precision so a resumed run
@@ -74,6 +88,8 @@ pub struct Policy {
     pub config: PolicyConfig,
     pub normalizer: Normalizer,
     net: PolicyNet,
+    /// `trained_on.json`, when the checkpoint has one.
+    pub trained_on: Option<TrainedOn>,
     local: Option<GridEncoder>,
     ddim: DdimScheduler,
     device: Device,
@@ -95,7 +111,23 @@ impl Policy {
             None
         };
         let ddim = ddim_for(&config)?;
-        Ok(Self { config, normalizer, net, local, ddim, device: device.clone() })
+        let trained_on = match std::fs::read_to_string(file(TRAINED_ON_JSON)) {
+            Ok(text) => Some(serde_json::from_str(&text).wrap_err_with(|| format!("bad {}", file(TRAINED_ON_JSON).display()))?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e).wrap_err_with(|| format!("cannot read {}", file(TRAINED_ON_JSON).display())),
+        };
+        Ok(Self { config, normalizer, net, trained_on, local, ddim, device: device.clone() })
+    }
+
+    /// Refuses to run on `task` a checkpoint trained on another one (checkpoints without `trained_on.json` pass).
+    pub fn check_task(&self, task: &str) -> Result<()> {
+        match &self.trained_on {
+            Some(t) if t.task != task => Err(eyre!(
+                "the checkpoint was trained on {} demonstrations ({TRAINED_ON_JSON}), not {task}: choose the {task} checkpoint",
+                t.task
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// The frozen local features of `keypoints` in `image` (GLUE; `None` for policies without key patches).

@@ -25,6 +25,8 @@ pub enum KeypointSource {
 pub struct Demo {
     /// The recording it came from.
     pub path: PathBuf,
+    /// Its task (`EpisodeInfo::task`).
+    pub task: String,
     pub width: u32,
     pub height: u32,
     /// rgb8 frames.
@@ -75,6 +77,7 @@ pub fn load_demos(paths: &[PathBuf], keypoints: bool) -> Result<(Vec<Demo>, usiz
         }
         let mut demo = Demo {
             path: file.clone(),
+            task: episode.info.task.clone(),
             width: episode.info.width,
             height: episode.info.height,
             images: Vec::with_capacity(episode.ticks.len()),
@@ -119,6 +122,13 @@ pub fn load_demos(paths: &[PathBuf], keypoints: bool) -> Result<(Vec<Demo>, usiz
             );
         }
         if let Some(d0) = demos.first() {
+            ensure!(
+                demo.task == d0.task,
+                "{}: a {} episode among {} ones (train one task per run)",
+                file.display(),
+                demo.task,
+                d0.task
+            );
             ensure!(
                 (demo.width, demo.height) == (d0.width, d0.height),
                 "{}: frames are {}x{} but earlier episodes are {}x{}",

@@ -29,7 +29,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::policy::checkpoint::{LOCAL_ENCODER_DIR, MODEL_SAFETENSORS, NORMALIZER_JSON, POLICY_JSON, Precision, load_into, load_net, save_net};
+use crate::policy::checkpoint::{
+    LOCAL_ENCODER_DIR, MODEL_SAFETENSORS, NORMALIZER_JSON, POLICY_JSON, Precision, TRAINED_ON_JSON, TrainedOn, load_into, load_net, save_net,
+};
 use crate::policy::normalizer::{CONSTANT_SPAN, Normalizer, Range};
 use crate::policy::observation::{Crop, Frame, key_features, observations};
 use crate::policy::{Encoder, PolicyConfig, PolicyNet, ddim_for, gaussian};
@@ -265,12 +267,13 @@ fn copy_dir(from: &Path, to: &Path) -> Result<()> {
 }
 
 /// Writes a checkpoint folder `dir` (replacing it) with `net`'s weights.
-fn write_checkpoint(dir: &Path, config: &TrainConfig, normalizer: &Normalizer, net: &PolicyNet) -> Result<()> {
+fn write_checkpoint(dir: &Path, config: &TrainConfig, trained_on: &TrainedOn, normalizer: &Normalizer, net: &PolicyNet) -> Result<()> {
     let tmp = dir.with_extension("tmp");
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp)?;
     std::fs::write(tmp.join(POLICY_JSON), serde_json::to_string_pretty(&config.policy)?)?;
     normalizer.save(&tmp.join(NORMALIZER_JSON))?;
+    std::fs::write(tmp.join(TRAINED_ON_JSON), serde_json::to_string_pretty(trained_on)?)?;
     save_net(net, &tmp.join(MODEL_SAFETENSORS), Precision::F16)?;
     if let Some(local) = &config.local_encoder {
         copy_dir(local, &tmp.join(LOCAL_ENCODER_DIR))?;
@@ -351,14 +354,17 @@ fn run(mut config: TrainConfig, out: &Path, resume: bool, device: &Device) -> Re
 
     let glue = config.policy.policy.uses_key_patches();
     let (demos, failed, source) = load_demos(&config.data, glue)?;
+    let trained_on =
+        TrainedOn { task: demos[0].task.clone(), episodes: demos.len(), frames: demos.iter().map(Demo::len).sum() };
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
     let (train_ids, val_ids) = split(demos.len(), config.val_fraction, &mut rng);
     eprintln!(
-        "{} successful episodes ({} train, {} validation; {failed} failed skipped), {} frames{}",
-        demos.len(),
+        "{} successful {} episodes ({} train, {} validation; {failed} failed skipped), {} frames{}",
+        trained_on.episodes,
+        trained_on.task,
         train_ids.len(),
         val_ids.len(),
-        demos.iter().map(Demo::len).sum::<usize>(),
+        trained_on.frames,
         source.map_or(String::new(), |s| format!(", keypoints from {s:?}"))
     );
     let normalizer = fit_normalizer(&demos, &train_ids, config.policy.state_dim, config.constant_span)?;
@@ -494,7 +500,7 @@ fn run(mut config: TrainConfig, out: &Path, resume: bool, device: &Device) -> Re
         if progress_state.best_val.is_none_or(|b| score < b) {
             progress_state.best_val = Some(score);
             progress_state.best_epoch = Some(epoch + 1);
-            write_checkpoint(&out.join("best"), &config, &data.normalizer, &ema.model)?;
+            write_checkpoint(&out.join("best"), &config, &trained_on, &data.normalizer, &ema.model)?;
         }
         // Through `suspend`, not `println`: the line must reach logs too, where the bar is hidden.
         bar.suspend(|| {
@@ -517,7 +523,7 @@ fn run(mut config: TrainConfig, out: &Path, resume: bool, device: &Device) -> Re
             }
         }
         if (epoch + 1) % config.checkpoint_every.max(1) == 0 || epoch + 1 == config.epochs {
-            write_checkpoint(&out.join("last"), &config, &data.normalizer, &ema.model)?;
+            write_checkpoint(&out.join("last"), &config, &trained_on, &data.normalizer, &ema.model)?;
             save_state(&state_dir, &net, &ema, &optimizer, &progress_state)?;
         }
         write_metrics(out, &progress_state.history)?;

@@ -5,7 +5,8 @@
 //! `TEMPORAL_ENSEMBLE` (ACT's coefficient `m`, e.g. 0.01: a chunk every tick, overlapping predictions averaged;
 //! empty or unset: execute each chunk's `n_action_steps` actions).
 //! Inputs: `condition` (from `encoder`), `robot_state` (for the hold command), `episode` (a newer episode,
-//! announced by its start or its first condition, clears the plan).
+//! announced by its start or its first condition, clears the plan; the start of an episode of a task other than
+//! the one in the checkpoint's `trained_on.json` stops the node with an error).
 //! Outputs: `action_chunk` (each newly sampled chunk, `[n_action_steps, 8]`) and `action` for every condition's
 //! frame. Scheduling is `glue::policy::runtime::ActionQueue`; every command passes `safe_action` first, and when a
 //! command cannot be made valid the node sends a hold at the measured pose instead: invalid data never moves the
@@ -16,6 +17,7 @@ use std::time::Instant;
 
 use dora_bridge::{CurrentEpisode, EpisodeOrder, Input, Latency, decode, env_or, next_input, send};
 use dora_node_api::DoraNode;
+use eyre::WrapErr;
 use glue::msg::{Action, ActionChunk, Condition, EpisodeEvent, RobotState};
 use glue::policy::Policy;
 use glue::policy::runtime::{ActionQueue, safe_action};
@@ -50,7 +52,10 @@ fn main() -> eyre::Result<()> {
     while let Some(Input { id, metadata, data }) = next_input(&mut events) {
         match id.as_str() {
             "episode" => {
-                let (h, _) = decode::<EpisodeEvent>(&metadata, &data)?;
+                let (h, event) = decode::<EpisodeEvent>(&metadata, &data)?;
+                if let EpisodeEvent::Start { task, .. } = &event {
+                    policy.check_task(task).wrap_err_with(|| format!("policy: episode {}: CHECKPOINT={checkpoint}", h.episode))?;
+                }
                 if current.observe(h.episode) == EpisodeOrder::New {
                     queue.clear();
                     rng = episode_rng(seed, h.episode);
