@@ -183,8 +183,6 @@ fn eval_through_the_sim_dataflow_with_temporal_ensembling_matches_the_in_process
     graph_matches_eval("policy-ensemble", 1, Some(0.01));
 }
 
-/// Replay paces ticks by their recorded timestamps: at speed 1 a run takes the episode's duration longer than the
-/// same run at full speed (0), whatever the fixed start-up and linger costs.
 /// The policy node refuses to drive a task its checkpoint was not trained on: the shipped push-button
 /// checkpoint in a place-fruit scene stops the graph with an error that names both tasks.
 #[test]
@@ -211,6 +209,8 @@ fn the_policy_node_refuses_a_checkpoint_of_another_task() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// Replay paces ticks by their recorded timestamps: at speed 1 a run takes the episode's duration longer than the
+/// same run at full speed (0), whatever the fixed start-up and linger costs.
 #[test]
 fn replay_streams_at_the_recorded_timing() {
     let dir = temp_dir("timing");

@@ -1,15 +1,16 @@
 //! `glue train` end to end on the shipped stack-block recording: a run resumes exactly where it stopped, the loss
 //! goes down, every policy's checkpoint loads and acts, a NaN loss stops the run and keeps the last good
-//! checkpoint, `--init` starts from a checkpoint's weights, GLUE without keypoint tracks is refused with a message that says what is missing,
-//! and a checkpoint names the task it was trained on and refuses another (the shipped ones included).
+//! checkpoint, `--init` starts from a checkpoint's weights, GLUE without keypoint tracks is refused with a message
+//! that says what is missing, and a checkpoint names the task it was trained on and refuses another (the shipped
+//! ones included).
 
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
 use rand::SeedableRng;
 
-use glue::policy::observation::Frame;
 use glue::policy::checkpoint::TrainedOn;
+use glue::policy::observation::Frame;
 use glue::policy::{ModelSize, Policy, PolicyConfig, PolicyKind};
 use glue::recording::{EpisodeWriter, read_episode};
 use glue::train::{ResumeOverrides, TrainConfig, resume, train};
@@ -242,7 +243,7 @@ fn shipped_checkpoints_name_their_task_and_refuse_others() {
         }
         shipped += 1;
     }
-    assert!(shipped >= 1, "no shipped GLUE checkpoint under checkpoints/");
+    assert_eq!(shipped, tasks.len(), "one shipped GLUE checkpoint per task under checkpoints/");
 }
 
 #[test]
