@@ -146,6 +146,9 @@ pub struct TrainReport {
     pub steps: usize,
     pub train_episodes: usize,
     pub val_episodes: usize,
+    /// The recordings of the validation episodes, so that a run's held-out set can be audited (e.g. against the
+    /// episodes an `--init` checkpoint was trained on).
+    pub val_recordings: Vec<PathBuf>,
     pub final_train_loss: f64,
     pub best_val_loss: Option<f64>,
     pub best_epoch: Option<usize>,
@@ -543,6 +546,7 @@ fn run(mut config: TrainConfig, out: &Path, resume: bool, device: &Device) -> Re
         steps: progress_state.step,
         train_episodes: train_ids.len(),
         val_episodes: val_ids.len(),
+        val_recordings: val_ids.iter().map(|&i| data.demos[i].path.clone()).collect(),
         final_train_loss: progress_state.history.last().map_or(last_loss, |r| r.train_loss),
         best_val_loss: if val_samples.is_empty() { None } else { progress_state.best_val },
         best_epoch: progress_state.best_epoch,
