@@ -151,9 +151,9 @@ fn a_time_budget_shortens_the_run_and_its_schedule() {
     c.val_fraction = 0.5;
     let report = train(c, &run.0, &Device::flex()).unwrap();
     assert_eq!(report.epochs, 1);
-    let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.0.join("metrics.json")).unwrap()).unwrap();
+    let metrics: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.0.join("metrics.json")).unwrap()).unwrap();
     assert_eq!((report.train_episodes, report.val_episodes), (1, 1));
-    assert_eq!(saved["val_recordings"], serde_json::json!([root().join(EPISODE)]), "{saved}");
+    assert_eq!(metrics["val_recordings"], serde_json::json!([root().join(EPISODE)]), "{metrics}");
     assert_eq!(train_losses(&run.0).len(), 1);
     let saved: TrainConfig = serde_json::from_str(&std::fs::read_to_string(run.0.join("train.json")).unwrap()).unwrap();
     assert_eq!((saved.epochs, saved.max_minutes), (1, Some(1e-4)));
