@@ -80,6 +80,55 @@ pub struct EpisodeResult {
     /// absent for push-button.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grasped: Option<bool>,
+    /// Pick-and-place tasks: whether the gripper still held the carried object at the episode's end
+    /// ([`crate::sim::Sim::holding_carried`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_at_end: Option<bool>,
+    /// Pick-and-place tasks: the carried object's horizontal distance from its target at the episode's end, m
+    /// ([`crate::sim::Sim::place_error`]; the success check bounds it by [`TaskKind::place_target`]'s tolerance).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub place_error_m: Option<f32>,
+}
+
+impl EpisodeResult {
+    /// The outcome of the episode `sim` has run, with its count of replaced actions.
+    pub fn of(sim: &crate::sim::Sim, invalid_actions: u32) -> Self {
+        EpisodeResult {
+            seed: sim.spec().seed,
+            success: sim.success(),
+            ticks: sim.frame(),
+            invalid_actions,
+            grasped: sim.grasped_carried(),
+            held_at_end: sim.holding_carried(),
+            place_error_m: sim.place_error(),
+        }
+    }
+}
+
+/// Where the episodes of a pick-and-place evaluation ended: the stage of each failure.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlaceStages {
+    pub episodes: usize,
+    pub successes: usize,
+    /// Failures that never grasped the carried object.
+    pub not_grasped: usize,
+    /// Failures that grasped it and still held it at the end (never released).
+    pub still_held: usize,
+    /// Failures that grasped and released it, ending off target (or not at rest on it).
+    pub released_off: usize,
+    /// Median of the carried object's final distance from its target over the episodes that grasped it, m.
+    pub median_place_error_grasped_m: Option<f32>,
+}
+
+impl PlaceStages {
+    /// One line for the console and the docs.
+    pub fn summary(&self) -> String {
+        let median = self.median_place_error_grasped_m.map(|m| format!("; median final distance to target after a grasp {:.1} cm", 100.0 * m)).unwrap_or_default();
+        format!(
+            "{} succeeded; failures: {} never grasped, {} still holding at the end, {} released off target{median}",
+            self.successes, self.not_grasped, self.still_held, self.released_off
+        )
+    }
 }
 
 /// Latency of the policy, ms.
@@ -202,6 +251,32 @@ impl EvalReport {
     pub fn grasps(&self) -> Option<usize> {
         let flags: Option<Vec<bool>> = self.per_episode.iter().map(|e| e.grasped).collect();
         flags.filter(|f| !f.is_empty()).map(|f| f.iter().filter(|&&g| g).count())
+    }
+
+    /// The stage each failed pick-and-place episode ended in; `None` for push-button and for reports written
+    /// before `held_at_end` and `place_error_m` were recorded.
+    pub fn place_stages(&self) -> Option<PlaceStages> {
+        let episodes: Option<Vec<(bool, bool, bool, f32)>> = self
+            .per_episode
+            .iter()
+            .map(|e| Some((e.success, e.grasped?, e.held_at_end?, e.place_error_m?)))
+            .collect();
+        let episodes = episodes.filter(|e| !e.is_empty())?;
+        let failures = || episodes.iter().filter(|e| !e.0);
+        let mut grasped: Vec<f32> = episodes.iter().filter(|e| e.1).map(|e| e.3).collect();
+        grasped.sort_by(f32::total_cmp);
+        let median = (!grasped.is_empty()).then(|| {
+            let n = grasped.len();
+            if n % 2 == 1 { grasped[n / 2] } else { 0.5 * (grasped[n / 2 - 1] + grasped[n / 2]) }
+        });
+        Some(PlaceStages {
+            episodes: episodes.len(),
+            successes: episodes.iter().filter(|e| e.0).count(),
+            not_grasped: failures().filter(|e| !e.1).count(),
+            still_held: failures().filter(|e| e.1 && e.2).count(),
+            released_off: failures().filter(|e| e.1 && !e.2).count(),
+            median_place_error_grasped_m: median,
+        })
     }
 }
 
@@ -409,8 +484,7 @@ pub fn evaluate(config: &EvalConfig, out: &Path, device: &Device) -> Result<Eval
             if let Some(writer) = e.writer {
                 writer.finish(success)?;
             }
-            let result =
-                EpisodeResult { seed: e.spec.seed, success, ticks: e.sim.frame(), invalid_actions: e.invalid, grasped: e.sim.grasped_carried() };
+            let result = EpisodeResult::of(&e.sim, e.invalid);
             eprintln!("episode {} (seed {}): {} in {} ticks", e.index, e.spec.seed, if success { "success" } else { "failure" }, result.ticks);
             if let Some(dir) = &config.video {
                 std::fs::create_dir_all(dir)?;
@@ -439,8 +513,10 @@ pub fn evaluate(config: &EvalConfig, out: &Path, device: &Device) -> Result<Eval
 pub fn sim_outcome_line(episode: u64, sim: &crate::sim::Sim) -> String {
     let spec = sim.spec();
     let grasped = sim.grasped_carried().map(|g| format!(" grasped={g}")).unwrap_or_default();
+    let held = sim.holding_carried().map(|h| format!(" held_at_end={h}")).unwrap_or_default();
+    let error = sim.place_error().map(|d| format!(" place_error_m={d}")).unwrap_or_default();
     format!(
-        "sim: episode {episode} ({}, seed {}, {}) success={}{grasped} after {} ticks",
+        "sim: episode {episode} ({}, seed {}, {}) success={}{grasped}{held}{error} after {} ticks",
         spec.task,
         spec.seed,
         spec.condition.variant.name(),
@@ -449,13 +525,24 @@ pub fn sim_outcome_line(episode: u64, sim: &crate::sim::Sim) -> String {
     )
 }
 
-/// The grasp stage of `episode` from the sim node's log lines ([`sim_outcome_line`]).
-fn logged_grasp(lines: &[String], episode: u64) -> Result<bool> {
+/// The pick-and-place stage of `episode` from the sim node's log lines ([`sim_outcome_line`]): `grasped`,
+/// `held_at_end` and `place_error_m`.
+fn logged_place_stage(lines: &[String], episode: u64) -> Result<(bool, bool, f32)> {
     let prefix = format!("sim: episode {episode} (");
     let line = lines.iter().find(|l| l.starts_with(&prefix));
-    let flag = line.and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix("grasped=")));
-    let flag = flag.ok_or_else(|| eyre::eyre!("the sim node logged no `grasped=` outcome for episode {episode}"))?;
-    flag.parse().wrap_err_with(|| format!("sim node: bad grasped={flag} for episode {episode}, expected true or false"))
+    let field = |key: &str| -> Result<&str> {
+        let key = format!("{key}=");
+        line.and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix(key.as_str())))
+            .ok_or_else(|| eyre::eyre!("the sim node logged no `{key}` outcome for episode {episode}"))
+    };
+    let flag = |key: &str| -> Result<bool> {
+        let value = field(key)?;
+        value.parse().wrap_err_with(|| format!("sim node: bad {key}={value} for episode {episode}, expected true or false"))
+    };
+    let error = field("place_error_m")?;
+    let error: f32 = error.parse().wrap_err_with(|| format!("sim node: bad place_error_m={error} for episode {episode}, expected metres"))?;
+    ensure!(error.is_finite() && error >= 0.0, "sim node: place_error_m={error} for episode {episode}, expected a finite distance >= 0");
+    Ok((flag("grasped")?, flag("held_at_end")?, error))
 }
 
 /// The GIF of the episode with scene seed `seed`.
@@ -567,22 +654,25 @@ pub fn evaluate_in_dataflow(config: &EvalConfig, out: &Path, setup: &DataflowSet
         let prefix = format!("policy: episode {episode} frame ");
         messages.get("policy").map_or(0, |m| m.iter().filter(|l| l.starts_with(&prefix)).count() as u32)
     };
-    let grasped = |episode: u64| -> Result<Option<bool>> {
+    let place_stage = |episode: u64| -> Result<Option<(bool, bool, f32)>> {
         if config.task.carried_object().is_none() {
             return Ok(None);
         }
-        logged_grasp(messages.get("sim").map_or(&[], Vec::as_slice), episode)
+        logged_place_stage(messages.get("sim").map_or(&[], Vec::as_slice), episode)
             .map(Some)
             .wrap_err_with(|| format!("see {}", out.join("dataflow.log").display()))
     };
     let mut results = Vec::with_capacity(episodes.len());
     for episode in &episodes {
+        let stage = place_stage(episode.info.episode)?;
         let result = EpisodeResult {
             seed: episode.info.seed,
             success: episode.success,
             ticks: episode.ticks.len() as u32,
             invalid_actions: holds(episode.info.episode),
-            grasped: grasped(episode.info.episode)?,
+            grasped: stage.map(|s| s.0),
+            held_at_end: stage.map(|s| s.1),
+            place_error_m: stage.map(|s| s.2),
         };
         eprintln!("episode {} (seed {}): {} in {} ticks", episode.info.episode, result.seed, if result.success { "success" } else { "failure" }, result.ticks);
         if let Some(dir) = &config.video {
@@ -627,16 +717,67 @@ mod tests {
     }
 
     #[test]
-    fn the_grasp_stage_is_read_back_from_the_sim_nodes_line() {
+    fn the_place_stage_is_read_back_from_the_sim_nodes_line() {
         use crate::sim::{EpisodeSpec, Sim, SimConfig};
         let config = SimConfig { width: 16, height: 16, ..SimConfig::default() };
         let sim = Sim::new(&config, EpisodeSpec { task: TaskKind::PlaceFruit, seed: 4, condition: Condition::IN_DOMAIN });
         let lines = vec!["sim: something else".to_string(), sim_outcome_line(7, &sim)];
-        assert!(!logged_grasp(&lines, 7).unwrap());
-        let err = logged_grasp(&lines, 8).unwrap_err().to_string();
+        let (grasped, held, error) = logged_place_stage(&lines, 7).unwrap();
+        assert!(!grasped && !held);
+        assert_eq!(Some(error), sim.place_error(), "the distance must survive the log line exactly");
+        assert!(error > 0.1, "the fruit starts at least 17 cm from the plate's centre, read {error}");
+        let err = logged_place_stage(&lines, 8).unwrap_err().to_string();
         assert!(err.contains("episode 8"), "{err}");
-        let bad = vec!["sim: episode 8 (place-fruit) success=false grasped=maybe after 3 ticks".to_string()];
-        let err = format!("{:#}", logged_grasp(&bad, 8).unwrap_err());
+        let line = "sim: episode 8 (place-fruit) success=false grasped=maybe held_at_end=false place_error_m=0.2 after 3 ticks";
+        let err = format!("{:#}", logged_place_stage(&[line.to_string()], 8).unwrap_err());
         assert!(err.contains("grasped=maybe"), "{err}");
+        let line = "sim: episode 8 (place-fruit) success=false grasped=true held_at_end=false place_error_m=NaN after 3 ticks";
+        let err = format!("{:#}", logged_place_stage(&[line.to_string()], 8).unwrap_err());
+        assert!(err.contains("place_error_m=NaN"), "{err}");
+    }
+
+    #[test]
+    fn failed_pick_and_place_episodes_are_sorted_by_stage() {
+        let episode = |success, grasped, held, error| EpisodeResult {
+            seed: 0,
+            success,
+            ticks: 1,
+            invalid_actions: 0,
+            grasped: Some(grasped),
+            held_at_end: Some(held),
+            place_error_m: Some(error),
+        };
+        let mut report = EvalReport {
+            checkpoint: String::new(),
+            policy: "glue".into(),
+            task: "stack-block".into(),
+            variant: "none".into(),
+            strength: 0.0,
+            keypoints: Keypoints::Tracker,
+            k: 15,
+            episodes: 5,
+            successes: 1,
+            success_rate: 0.2,
+            wilson_95: wilson_95(1, 5),
+            parallel: 1,
+            temporal_ensemble: None,
+            latency: Latency::default(),
+            per_episode: vec![
+                episode(true, true, false, 0.01),
+                episode(false, false, false, 0.30),
+                episode(false, true, true, 0.05),
+                episode(false, true, false, 0.07),
+                episode(false, true, false, 0.09),
+            ],
+        };
+        let stages = report.place_stages().unwrap();
+        let median = stages.median_place_error_grasped_m.unwrap();
+        assert!((median - 0.06).abs() < 1e-6, "median of 0.01, 0.05, 0.07, 0.09: {median}");
+        let expected = PlaceStages { episodes: 5, successes: 1, not_grasped: 1, still_held: 1, released_off: 2, median_place_error_grasped_m: Some(median) };
+        assert_eq!(stages, expected);
+        assert!(stages.summary().contains("2 released off target; median final distance to target after a grasp 6.0 cm"), "{}", stages.summary());
+        // A report written before the stage fields existed has no breakdown rather than a wrong one.
+        report.per_episode[3].held_at_end = None;
+        assert_eq!(report.place_stages(), None);
     }
 }

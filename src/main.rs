@@ -723,6 +723,9 @@ fn run(cli: Cli) -> eyre::Result<bool> {
                 report.latency.chunk_p95_ms,
                 out.join("eval.json").display()
             );
+            if let Some(stages) = report.place_stages() {
+                println!("{}", stages.summary());
+            }
         }
         Command::Track(args) => track(args)?,
         Command::Report { study, out } => {

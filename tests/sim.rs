@@ -2,6 +2,7 @@
 //! what the camera sees, and oracle point tracks.
 
 use glue::collect::run_expert;
+use glue::sim::expert::Expert;
 use glue::sim::ood::{Condition, Variant};
 use glue::sim::task::TaskKind;
 use glue::sim::{EpisodeSpec, Sim, SimConfig};
@@ -67,6 +68,13 @@ fn a_robot_that_does_nothing_does_not_succeed() {
         assert!(!sim.success(), "{task}: succeeded without acting");
         assert_eq!(sim.frame(), task.max_ticks());
         assert_eq!(sim.grasped_carried(), task.carried_object().map(|_| false), "{task}: grasped without acting");
+        assert_eq!(sim.holding_carried(), task.carried_object().map(|_| false), "{task}: holding without acting");
+        if let Some((_, tolerance)) = task.place_target() {
+            let error = sim.place_error().unwrap();
+            assert!(error > 2.0 * tolerance, "{task}: the carried object starts {error} m from its target, within twice the tolerance");
+        } else {
+            assert_eq!(sim.place_error(), None, "{task} places nothing");
+        }
     }
 }
 
@@ -84,6 +92,25 @@ fn experts_grasp_the_carried_object() {
         .unwrap();
         assert!(outcome.success, "{task}: expert failed on seed 100");
         assert_eq!(grasped, task.carried_object().map(|_| true), "{task}");
+    }
+}
+
+/// The place stage that `glue eval` reports: a successful expert episode ends with the carried object released
+/// within its task's tolerance of the target, the quantity the success check bounds.
+#[test]
+fn experts_release_the_carried_object_on_target() {
+    let config = SimConfig { width: 32, height: 32, ..SimConfig::default() };
+    for task in [TaskKind::StackBlock, TaskKind::PlaceFruit] {
+        let mut sim = Sim::new(&config, spec(task, 100, Variant::None, 0.0));
+        let mut expert = Expert::new(task, &sim.object_poses(), &sim.robot_state(), config.control_hz).unwrap();
+        while !sim.done() {
+            let action = expert.act(&sim.robot_state());
+            sim.step(&action);
+        }
+        assert!(sim.success(), "{task}: expert failed on seed 100");
+        assert_eq!(sim.holding_carried(), Some(false), "{task}: still holding after success");
+        let (error, tolerance) = (sim.place_error().unwrap(), task.place_target().unwrap().1);
+        assert!(error < tolerance, "{task}: placed {error} m from the target, tolerance {tolerance}");
     }
 }
 

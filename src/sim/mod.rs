@@ -284,6 +284,18 @@ impl Sim {
         self.carried.map(|(_, held)| held)
     }
 
+    /// Whether the gripper holds the task's carried object now; `None` for a task that carries nothing. With
+    /// [`Sim::grasped_carried`] and [`Sim::place_error`] it tells a failed pick-and-place's stage: never grasped,
+    /// still holding at the end, or released off target.
+    pub fn holding_carried(&self) -> Option<bool> {
+        self.carried.map(|(index, _)| self.physics.grasped() == Some(index))
+    }
+
+    /// Pick-and-place tasks: the carried object's horizontal distance from its target now, m ([`task::place_error`]).
+    pub fn place_error(&self) -> Option<f32> {
+        task::place_error(self.spec.task, &self.success_view())
+    }
+
     /// A command that holds the arm where it is (TCP pose and gripper opening): what a watchdog sends when no
     /// valid command is available.
     pub fn hold_action(&self) -> Action {
@@ -293,10 +305,11 @@ impl Sim {
 
     /// Whether the task's success condition holds now.
     pub fn success(&self) -> bool {
-        let poses = self.physics.object_poses();
-        let speeds = self.physics.object_speeds();
-        let view = SuccessView { objects: &self.objects, poses: &poses, speeds: &speeds, grasped: self.physics.grasped() };
-        task::success(self.spec.task, &view)
+        task::success(self.spec.task, &self.success_view())
+    }
+
+    fn success_view(&self) -> SuccessView<'_> {
+        SuccessView { objects: &self.objects, poses: self.physics.object_poses(), speeds: self.physics.object_speeds(), grasped: self.physics.grasped() }
     }
 
     /// The episode is over when the task succeeded or the tick limit is reached.

@@ -62,6 +62,16 @@ impl TaskKind {
         }
     }
 
+    /// What a pick-and-place task puts its carried object on, and the largest horizontal distance between the two
+    /// centres that its success check accepts (m); `None` for push-button.
+    pub fn place_target(self) -> Option<(&'static str, f32)> {
+        match self {
+            TaskKind::PushButton => None,
+            TaskKind::StackBlock => Some(("blue block", STACK_TOLERANCE)),
+            TaskKind::PlaceFruit => Some(("plate", PLATE_TOLERANCE)),
+        }
+    }
+
     /// Episode length limit in 10 Hz control ticks (about twice what the scripted expert needs).
     pub fn max_ticks(self) -> u32 {
         match self {
@@ -120,6 +130,10 @@ pub const BLOCK_BLUE_HALF: f32 = 0.03;
 const PLATE_RADIUS: f32 = 0.09;
 const PLATE_HALF_HEIGHT: f32 = 0.006;
 /// Fruit semi-axes: elongated along its local x, so its yaw matters for the grasp.
+/// Stack-block succeeds with the white block's centre within this horizontal distance of the blue block's (m).
+const STACK_TOLERANCE: f32 = 0.025;
+/// Place-fruit succeeds with the fruit's centre this far inside the plate (2 cm from its rim, m).
+const PLATE_TOLERANCE: f32 = PLATE_RADIUS - 0.02;
 pub const FRUIT_RADII: Vec3 = Vec3::new(0.045, 0.027, 0.027);
 
 fn material(color: [f32; 3], specular: f32, pattern: Pattern) -> Material {
@@ -225,9 +239,9 @@ pub fn layout(task: TaskKind, rng: &mut ChaCha8Rng) -> Vec<ObjectSpec> {
 pub struct SuccessView<'a> {
     pub objects: &'a [ObjectSpec],
     /// Current pose of each object, index-aligned with `objects`.
-    pub poses: &'a [Pose],
+    pub poses: Vec<Pose>,
     /// Current linear speed of each object (m/s).
-    pub speeds: &'a [f32],
+    pub speeds: Vec<f32>,
     /// Index of the object held by the grasp constraint, if any.
     pub grasped: Option<usize>,
 }
@@ -240,6 +254,19 @@ impl SuccessView<'_> {
     fn released_and_still(&self, i: usize) -> bool {
         self.grasped != Some(i) && self.speeds[i] < 0.05
     }
+
+    /// Horizontal distance between the centres of objects `a` and `b` (m).
+    fn horizontal_distance(&self, a: usize, b: usize) -> f32 {
+        self.poses[a].translation.truncate().distance(self.poses[b].translation.truncate())
+    }
+}
+
+/// Pick-and-place tasks: the horizontal distance (m) from the carried object's centre to its target's
+/// ([`TaskKind::place_target`]), the place stage's error that [`success`] bounds; `None` for push-button.
+pub fn place_error(task: TaskKind, view: &SuccessView) -> Option<f32> {
+    let carried = task.carried_object()?;
+    let (target, _) = task.place_target()?;
+    Some(view.horizontal_distance(view.index(carried), view.index(target)))
 }
 
 /// Whether `task` is accomplished in the current world state.
@@ -255,12 +282,12 @@ pub fn success(task: TaskKind, view: &SuccessView) -> bool {
             let (w, b) = (view.index("white block"), view.index("blue block"));
             let (pw, pb) = (view.poses[w].translation, view.poses[b].translation);
             let on_top = (pw.z - (pb.z + BLOCK_BLUE_HALF + BLOCK_WHITE_HALF)).abs() < 0.01;
-            on_top && pw.truncate().distance(pb.truncate()) < 0.025 && view.released_and_still(w)
+            on_top && view.horizontal_distance(w, b) < STACK_TOLERANCE && view.released_and_still(w)
         }
         TaskKind::PlaceFruit => {
             let (f, p) = (view.index("fruit"), view.index("plate"));
             let (pf, pp) = (view.poses[f].translation, view.poses[p].translation);
-            let inside = pf.truncate().distance(pp.truncate()) < PLATE_RADIUS - 0.02;
+            let inside = view.horizontal_distance(f, p) < PLATE_TOLERANCE;
             let resting = pf.z < pp.z + PLATE_HALF_HEIGHT + FRUIT_RADII.y + 0.012;
             inside && resting && view.released_and_still(f)
         }

@@ -8,8 +8,8 @@
 //! scripted experts only), `oracle_tracks`. Input: `action`, answering the frame it was computed for; the
 //! simulator steps once per valid action, so the episode is the same whatever the graph's timing. An action
 //! that fails validation is logged and replaced by a hold-position command: invalid data never moves the arm.
-//! After each episode it prints its outcome (`success=`, and `grasped=` for a task that carries an object: whether
-//! the gripper held it at some tick). At the end of the run it prints its per-tick latency (physics step, render and publishing; mean, p95).
+//! After each episode it prints its outcome (`success=`, and for a task that carries an object `grasped=`: whether
+//! the gripper held it at some tick, `held_at_end=`, and `place_error_m=`: its final distance from its target). At the end of the run it prints its per-tick latency (physics step, render and publishing; mean, p95).
 
 use std::time::Instant;
 
