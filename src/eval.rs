@@ -488,7 +488,7 @@ pub fn evaluate(config: &EvalConfig, out: &Path, device: &Device) -> Result<Eval
             eprintln!("episode {} (seed {}): {} in {} ticks", e.index, e.spec.seed, if success { "success" } else { "failure" }, result.ticks);
             if let Some(dir) = &config.video {
                 std::fs::create_dir_all(dir)?;
-                crate::viz::save_gif(e.frames.into_iter().map(Ok), 10, &dir.join(video_name(config, e.spec.seed)))?;
+                crate::viz::save_gif_at(e.frames.into_iter().map(Ok), 10, &dir.join(video_name(config, e.spec.seed)))?;
             }
             results.push(result);
         }

@@ -93,6 +93,9 @@ enum Command {
         segmentation: bool,
         #[arg(long, default_value_t = 1)]
         scale: u32,
+        /// Keep every N-th tick (each shown N times as long: real time, about 1/N the size).
+        #[arg(long, default_value_t = 1)]
+        every: u32,
     },
     /// Render the first frame of an episode to a PNG.
     Snapshot {
@@ -656,11 +659,11 @@ fn run(cli: Cli) -> eyre::Result<bool> {
             }
             return Ok(all_ok);
         }
-        Command::Render { file, out, keypoints, oracle, segmentation, scale } => {
+        Command::Render { file, out, keypoints, oracle, segmentation, scale, every } => {
             let episode = read_episode(&file)?;
-            let opts = GifOptions { keypoints, oracle_tracks: oracle, segmentation, scale, ..GifOptions::default() };
-            render_episode_gif(&episode, &out, &opts)?;
-            println!("wrote {} ({} frames)", out.display(), episode.ticks.len());
+            let opts = GifOptions { keypoints, oracle_tracks: oracle, segmentation, scale, every, ..GifOptions::default() };
+            let frames = render_episode_gif(&episode, &out, &opts)?;
+            println!("wrote {} ({frames} frames of {} ticks)", out.display(), episode.ticks.len());
         }
         Command::Snapshot { scene, seed, out } => snapshot(&scene, seed, &out)?,
         Command::Features { weights, image, out } => {

@@ -29,11 +29,14 @@ pub struct GifOptions {
     pub fps: u32,
     /// Integer upscaling factor, nearest neighbour (default 1).
     pub scale: u32,
+    /// Keep every `every`-th tick (default 1: all), each shown `every` times as long, so the GIF plays in real
+    /// time at a fraction of the size.
+    pub every: u32,
 }
 
 impl Default for GifOptions {
     fn default() -> Self {
-        Self { keypoints: false, oracle_tracks: false, segmentation: false, fps: 10, scale: 1 }
+        Self { keypoints: false, oracle_tracks: false, segmentation: false, fps: 10, scale: 1, every: 1 }
     }
 }
 
@@ -159,19 +162,28 @@ pub fn render_tick(info: &EpisodeInfo, tick: &Tick, opts: &GifOptions) -> eyre::
     Ok(img)
 }
 
-/// Writes the episode as a looping GIF, one frame per tick at `opts.fps`.
-pub fn render_episode_gif(episode: &Episode, out: &Path, opts: &GifOptions) -> eyre::Result<()> {
+/// Writes the episode as a looping GIF: every `opts.every`-th tick, in real time at `opts.fps` ticks per second.
+/// Returns the number of frames written.
+pub fn render_episode_gif(episode: &Episode, out: &Path, opts: &GifOptions) -> eyre::Result<usize> {
     ensure!(!episode.ticks.is_empty(), "episode {} has no ticks to render", episode.info.episode);
-    save_gif(episode.ticks.iter().map(|tick| render_tick(&episode.info, tick, opts)), opts.fps, out)
+    ensure!(opts.every >= 1, "every: expected >= 1, got {}", opts.every);
+    let ticks = episode.ticks.iter().step_by(opts.every as usize);
+    let frames = ticks.len();
+    save_gif(ticks.map(|tick| render_tick(&episode.info, tick, opts)), Delay::from_numer_denom_ms(1000 * opts.every, opts.fps.max(1)), out)?;
+    Ok(frames)
 }
 
 /// Writes `frames` as a looping GIF at `fps`.
-pub fn save_gif(frames: impl IntoIterator<Item = eyre::Result<RgbImage>>, fps: u32, out: &Path) -> eyre::Result<()> {
+pub fn save_gif_at(frames: impl IntoIterator<Item = eyre::Result<RgbImage>>, fps: u32, out: &Path) -> eyre::Result<()> {
     ensure!(fps >= 1, "fps: expected >= 1, got {fps}");
+    save_gif(frames, Delay::from_numer_denom_ms(1000, fps), out)
+}
+
+/// Writes `frames` as a looping GIF, each shown for `delay`.
+fn save_gif(frames: impl IntoIterator<Item = eyre::Result<RgbImage>>, delay: Delay, out: &Path) -> eyre::Result<()> {
     let file = File::create(out).wrap_err_with(|| format!("creating {}", out.display()))?;
     let mut gif = GifEncoder::new_with_speed(BufWriter::new(file), 10);
     gif.set_repeat(Repeat::Infinite)?;
-    let delay = Delay::from_numer_denom_ms(1000, fps);
     for frame in frames {
         let rgba = DynamicImage::ImageRgb8(frame?).into_rgba8();
         gif.encode_frame(Frame::from_parts(rgba, 0, 0, delay)).wrap_err_with(|| format!("writing {}", out.display()))?;
@@ -239,6 +251,22 @@ mod tests {
         assert_eq!(frames.len(), 5);
         assert_eq!(frames[0].buffer().dimensions(), (32, 24));
         assert_eq!(frames[0].delay().numer_denom_ms(), (100, 1));
+    }
+
+    #[test]
+    fn every_nth_tick_plays_in_real_time() {
+        let out = std::env::temp_dir().join(format!("glue-viz-every-{}.gif", std::process::id()));
+        let written = render_episode_gif(&episode(7), &out, &GifOptions { every: 3, ..GifOptions::default() }).unwrap();
+        let frames = GifDecoder::new(std::io::BufReader::new(File::open(&out).unwrap()))
+            .unwrap()
+            .into_frames()
+            .collect_frames()
+            .unwrap();
+        std::fs::remove_file(&out).unwrap();
+        assert_eq!((written, frames.len()), (3, 3), "ticks 0, 3 and 6 of 7");
+        assert_eq!(frames[0].delay().numer_denom_ms(), (300, 1), "three 10 Hz ticks per frame");
+        let err = render_episode_gif(&episode(7), &out, &GifOptions { every: 0, ..GifOptions::default() }).unwrap_err();
+        assert!(err.to_string().contains("every"), "{err}");
     }
 
     #[test]

@@ -408,9 +408,12 @@ fn render_writes_an_animated_gif() {
         OsStr::new("--segmentation"),
     ]);
     assert!(out.status.success(), "glue render failed: {}\n{}", out.status, stderr(&out));
-    assert!(stdout(&out).contains(&format!("({ticks} frames)")), "{}", stdout(&out));
+    assert!(stdout(&out).contains(&format!("({ticks} frames of {ticks} ticks)")), "{}", stdout(&out));
     let frames = gif_frames(&gif);
     assert_eq!(frames.len(), ticks, "one GIF frame per tick");
+    let every = glue([OsStr::new("render"), path.as_os_str(), OsStr::new("--out"), gif.as_os_str(), OsStr::new("--every"), OsStr::new("2")]);
+    assert!(every.status.success(), "glue render --every 2 failed: {}\n{}", every.status, stderr(&every));
+    assert_eq!(gif_frames(&gif).len(), ticks.div_ceil(2), "--every 2 keeps ticks 0, 2, 4, ...");
     assert!(frames.iter().all(|f| f.dimensions() == (WIDTH as u32, HEIGHT as u32)));
     assert_ne!(frames[0], frames[ticks - 1], "the robot moves: first and last frame differ");
 
