@@ -121,23 +121,24 @@ fn sim_dataflow_records_the_same_episodes_as_the_in_process_loop_and_replay_roun
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// The full loop in the graph (sim -> grounding -> tracker -> encoder -> policy -> sim, the shipped GLUE
-/// checkpoint), run by `glue eval --dataflow`, drives the same episodes as `glue eval` in-process: both run the same
+/// The full loop in the graph (sim -> grounding -> tracker -> encoder -> policy -> sim, the task's shipped GLUE
+/// checkpoint; episode `i` on seed `seed_start + i` with the sampling noise a 50-episode run from seed 1000 gives
+/// it), run by `glue eval --dataflow`, drives the same episodes as `glue eval` in-process: both run the same
 /// library code (keypoint extraction, KLT tracking, `glue::policy::runtime`) in lock step with the simulator, so
 /// every keypoint and every action must be bit-identical, and so must the two `eval.json` results.
-fn graph_matches_eval(name: &str, episodes: u64, temporal_ensemble: Option<f32>) {
+fn graph_matches_eval(name: &str, task: TaskKind, episodes: u64, seed_start: u64, temporal_ensemble: Option<f32>) {
     let dir = temp_dir(name);
     let config = glue::eval::EvalConfig {
-        checkpoint: root().join("checkpoints/push-button-glue-small"),
+        checkpoint: root().join(format!("checkpoints/{task}-glue-small")),
         sim: SimConfig::default(),
-        task: TaskKind::PushButton,
+        task,
         episodes,
         condition: Condition::IN_DOMAIN,
-        seed_start: 1000,
+        seed_start,
         keypoints: glue::eval::Keypoints::Tracker,
         video: None,
         record: Some(dir.join("eval")),
-        seed: 0,
+        seed: seed_start - 1000,
         k: 15,
         keypoint_weights: root().join("checkpoints/local-vit-small"),
         parallel: 1,
@@ -158,6 +159,10 @@ fn graph_matches_eval(name: &str, episodes: u64, temporal_ensemble: Option<f32>)
         serde_json::to_value(&report.per_episode).unwrap(),
         "glue eval --dataflow and glue eval disagree"
     );
+    if task.carried_object().is_some() {
+        let staged = report.per_episode.iter().all(|e| e.grasped.is_some() && e.held_at_end.is_some() && e.place_error_m.is_some());
+        assert!(staged, "{task}: a pick-and-place episode without its stage: {:?}", report.per_episode);
+    }
     let in_process = list_episodes(dir.join("eval")).unwrap();
     assert_eq!(in_process.len() as u64, episodes, "glue eval --record wrote {} episodes", in_process.len());
     for (i, path) in in_process.iter().enumerate() {
@@ -174,13 +179,20 @@ fn graph_matches_eval(name: &str, episodes: u64, temporal_ensemble: Option<f32>)
 /// Two episodes: the second checks that each episode draws its own sampling noise (SEED + episode) in both.
 #[test]
 fn eval_through_the_sim_dataflow_matches_the_in_process_evaluation() {
-    graph_matches_eval("policy", 2, None);
+    graph_matches_eval("policy", TaskKind::PushButton, 2, 1000, None);
+}
+
+/// A pick-and-place episode (the shipped stack-block checkpoint, held-out seed 1006, which it completes): the
+/// graph's sim node reports the same grasp, release and final distance to the target as `glue eval`.
+#[test]
+fn a_stack_block_episode_through_the_dataflow_matches_the_in_process_evaluation() {
+    graph_matches_eval("policy-stack", TaskKind::StackBlock, 1, 1006, None);
 }
 
 /// With temporal ensembling (a chunk every tick, overlapping predictions averaged) in the node and in `glue eval`.
 #[test]
 fn eval_through_the_sim_dataflow_with_temporal_ensembling_matches_the_in_process_evaluation() {
-    graph_matches_eval("policy-ensemble", 1, Some(0.01));
+    graph_matches_eval("policy-ensemble", TaskKind::PushButton, 1, 1000, Some(0.01));
 }
 
 /// The policy node refuses to drive a task its checkpoint was not trained on: the shipped push-button
