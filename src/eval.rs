@@ -256,25 +256,22 @@ impl EvalReport {
     /// The stage each failed pick-and-place episode ended in; `None` for push-button and for reports written
     /// before `held_at_end` and `place_error_m` were recorded.
     pub fn place_stages(&self) -> Option<PlaceStages> {
-        let episodes: Option<Vec<(bool, bool, bool, f32)>> = self
-            .per_episode
-            .iter()
-            .map(|e| Some((e.success, e.grasped?, e.held_at_end?, e.place_error_m?)))
-            .collect();
-        let episodes = episodes.filter(|e| !e.is_empty())?;
-        let failures = || episodes.iter().filter(|e| !e.0);
-        let mut grasped: Vec<f32> = episodes.iter().filter(|e| e.1).map(|e| e.3).collect();
-        grasped.sort_by(f32::total_cmp);
-        let median = (!grasped.is_empty()).then(|| {
-            let n = grasped.len();
-            if n % 2 == 1 { grasped[n / 2] } else { 0.5 * (grasped[n / 2 - 1] + grasped[n / 2]) }
-        });
+        let staged = |e: &EpisodeResult| e.grasped.is_some() && e.held_at_end.is_some() && e.place_error_m.is_some();
+        if self.per_episode.is_empty() || !self.per_episode.iter().all(staged) {
+            return None;
+        }
+        let grasped = |e: &&EpisodeResult| e.grasped == Some(true);
+        let failures = || self.per_episode.iter().filter(|e| !e.success);
+        let mut errors: Vec<f32> = self.per_episode.iter().filter(grasped).filter_map(|e| e.place_error_m).collect();
+        errors.sort_by(f32::total_cmp);
+        let n = errors.len();
+        let median = (n > 0).then(|| if n % 2 == 1 { errors[n / 2] } else { 0.5 * (errors[n / 2 - 1] + errors[n / 2]) });
         Some(PlaceStages {
-            episodes: episodes.len(),
-            successes: episodes.iter().filter(|e| e.0).count(),
-            not_grasped: failures().filter(|e| !e.1).count(),
-            still_held: failures().filter(|e| e.1 && e.2).count(),
-            released_off: failures().filter(|e| e.1 && !e.2).count(),
+            episodes: self.per_episode.len(),
+            successes: self.per_episode.iter().filter(|e| e.success).count(),
+            not_grasped: failures().filter(|e| !grasped(e)).count(),
+            still_held: failures().filter(grasped).filter(|e| e.held_at_end == Some(true)).count(),
+            released_off: failures().filter(grasped).filter(|e| e.held_at_end == Some(false)).count(),
             median_place_error_grasped_m: median,
         })
     }
@@ -480,15 +477,14 @@ pub fn evaluate(config: &EvalConfig, out: &Path, device: &Device) -> Result<Eval
         }
         for e in episodes {
             stages.add(&e.times);
-            let success = e.sim.success();
-            if let Some(writer) = e.writer {
-                writer.finish(success)?;
-            }
             let result = EpisodeResult::of(&e.sim, e.invalid);
-            eprintln!("episode {} (seed {}): {} in {} ticks", e.index, e.spec.seed, if success { "success" } else { "failure" }, result.ticks);
+            if let Some(writer) = e.writer {
+                writer.finish(result.success)?;
+            }
+            eprintln!("episode {} (seed {}): {} in {} ticks", e.index, e.spec.seed, if result.success { "success" } else { "failure" }, result.ticks);
             if let Some(dir) = &config.video {
                 std::fs::create_dir_all(dir)?;
-                crate::viz::save_gif_at(e.frames.into_iter().map(Ok), 10, &dir.join(video_name(config, e.spec.seed)))?;
+                crate::viz::save_gif(e.frames.into_iter().map(Ok), 10, &dir.join(video_name(config, e.spec.seed)))?;
             }
             results.push(result);
         }

@@ -167,20 +167,22 @@ pub fn render_tick(info: &EpisodeInfo, tick: &Tick, opts: &GifOptions) -> eyre::
 pub fn render_episode_gif(episode: &Episode, out: &Path, opts: &GifOptions) -> eyre::Result<usize> {
     ensure!(!episode.ticks.is_empty(), "episode {} has no ticks to render", episode.info.episode);
     ensure!(opts.every >= 1, "every: expected >= 1, got {}", opts.every);
+    ensure!(opts.fps >= 1, "fps: expected >= 1, got {}", opts.fps);
     let ticks = episode.ticks.iter().step_by(opts.every as usize);
     let frames = ticks.len();
-    save_gif(ticks.map(|tick| render_tick(&episode.info, tick, opts)), Delay::from_numer_denom_ms(1000 * opts.every, opts.fps.max(1)), out)?;
+    let delay = Delay::from_numer_denom_ms(1000 * opts.every, opts.fps);
+    write_gif(ticks.map(|tick| render_tick(&episode.info, tick, opts)), delay, out)?;
     Ok(frames)
 }
 
 /// Writes `frames` as a looping GIF at `fps`.
-pub fn save_gif_at(frames: impl IntoIterator<Item = eyre::Result<RgbImage>>, fps: u32, out: &Path) -> eyre::Result<()> {
+pub fn save_gif(frames: impl IntoIterator<Item = eyre::Result<RgbImage>>, fps: u32, out: &Path) -> eyre::Result<()> {
     ensure!(fps >= 1, "fps: expected >= 1, got {fps}");
-    save_gif(frames, Delay::from_numer_denom_ms(1000, fps), out)
+    write_gif(frames, Delay::from_numer_denom_ms(1000, fps), out)
 }
 
 /// Writes `frames` as a looping GIF, each shown for `delay`.
-fn save_gif(frames: impl IntoIterator<Item = eyre::Result<RgbImage>>, delay: Delay, out: &Path) -> eyre::Result<()> {
+fn write_gif(frames: impl IntoIterator<Item = eyre::Result<RgbImage>>, delay: Delay, out: &Path) -> eyre::Result<()> {
     let file = File::create(out).wrap_err_with(|| format!("creating {}", out.display()))?;
     let mut gif = GifEncoder::new_with_speed(BufWriter::new(file), 10);
     gif.set_repeat(Repeat::Infinite)?;
@@ -236,37 +238,40 @@ mod tests {
         Episode { info, success: true, ticks: (0..ticks).map(tick).collect() }
     }
 
-    #[test]
-    fn gif_has_one_frame_per_tick() {
-        let out = std::env::temp_dir().join(format!("glue-viz-{}.gif", std::process::id()));
-        let opts =
-            GifOptions { keypoints: true, oracle_tracks: true, segmentation: true, scale: 2, ..GifOptions::default() };
-        render_episode_gif(&episode(5), &out, &opts).unwrap();
+    /// Renders `episode` with `opts` to a scratch file named for `name` and decodes it: (frames written, frames read).
+    fn rendered(name: &str, episode: &Episode, opts: &GifOptions) -> (usize, Vec<Frame>) {
+        let out = std::env::temp_dir().join(format!("glue-viz-{name}-{}.gif", std::process::id()));
+        let written = render_episode_gif(episode, &out, opts).unwrap();
         let frames = GifDecoder::new(std::io::BufReader::new(File::open(&out).unwrap()))
             .unwrap()
             .into_frames()
             .collect_frames()
             .unwrap();
         std::fs::remove_file(&out).unwrap();
-        assert_eq!(frames.len(), 5);
+        (written, frames)
+    }
+
+    #[test]
+    fn gif_has_one_frame_per_tick() {
+        let opts =
+            GifOptions { keypoints: true, oracle_tracks: true, segmentation: true, scale: 2, ..GifOptions::default() };
+        let (written, frames) = rendered("all", &episode(5), &opts);
+        assert_eq!((written, frames.len()), (5, 5));
         assert_eq!(frames[0].buffer().dimensions(), (32, 24));
         assert_eq!(frames[0].delay().numer_denom_ms(), (100, 1));
     }
 
     #[test]
     fn every_nth_tick_plays_in_real_time() {
-        let out = std::env::temp_dir().join(format!("glue-viz-every-{}.gif", std::process::id()));
-        let written = render_episode_gif(&episode(7), &out, &GifOptions { every: 3, ..GifOptions::default() }).unwrap();
-        let frames = GifDecoder::new(std::io::BufReader::new(File::open(&out).unwrap()))
-            .unwrap()
-            .into_frames()
-            .collect_frames()
-            .unwrap();
-        std::fs::remove_file(&out).unwrap();
+        let (written, frames) = rendered("every", &episode(7), &GifOptions { every: 3, ..GifOptions::default() });
         assert_eq!((written, frames.len()), (3, 3), "ticks 0, 3 and 6 of 7");
         assert_eq!(frames[0].delay().numer_denom_ms(), (300, 1), "three 10 Hz ticks per frame");
+        let out = std::env::temp_dir().join(format!("glue-viz-bad-{}.gif", std::process::id()));
         let err = render_episode_gif(&episode(7), &out, &GifOptions { every: 0, ..GifOptions::default() }).unwrap_err();
         assert!(err.to_string().contains("every"), "{err}");
+        let err = render_episode_gif(&episode(7), &out, &GifOptions { fps: 0, ..GifOptions::default() }).unwrap_err();
+        assert!(err.to_string().contains("fps"), "{err}");
+        assert!(!out.exists(), "a refused render writes no file");
     }
 
     #[test]

@@ -129,11 +129,11 @@ pub const BLOCK_WHITE_HALF: f32 = 0.0225;
 pub const BLOCK_BLUE_HALF: f32 = 0.03;
 const PLATE_RADIUS: f32 = 0.09;
 const PLATE_HALF_HEIGHT: f32 = 0.006;
-/// Fruit semi-axes: elongated along its local x, so its yaw matters for the grasp.
 /// Stack-block succeeds with the white block's centre within this horizontal distance of the blue block's (m).
 const STACK_TOLERANCE: f32 = 0.025;
 /// Place-fruit succeeds with the fruit's centre this far inside the plate (2 cm from its rim, m).
 const PLATE_TOLERANCE: f32 = PLATE_RADIUS - 0.02;
+/// Fruit semi-axes: elongated along its local x, so its yaw matters for the grasp.
 pub const FRUIT_RADII: Vec3 = Vec3::new(0.045, 0.027, 0.027);
 
 fn material(color: [f32; 3], specular: f32, pattern: Pattern) -> Material {
