@@ -8,7 +8,7 @@ use std::time::Instant;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use glue::collect::record_expert;
+use glue::collect::{ExecutionNoise, record_expert};
 use glue::device::DeviceKind;
 use glue::eval::{EvalConfig, Keypoints as EvalKeypoints};
 use glue::keypoints::{FeatureGrid, Grounder, KeypointConfig, KeypointsFile, Mask, OracleGrounder};
@@ -74,6 +74,13 @@ enum Command {
         seed_start: u64,
         #[arg(long)]
         out: PathBuf,
+        /// DART-style execution noise: standard deviation (m) of a horizontal offset added to the executed commands
+        /// while the clean expert commands are recorded; missed grasps are re-planned by the expert (0: off).
+        #[arg(long, default_value_t = 0.0)]
+        noise: f32,
+        /// Correlation time of the execution noise, seconds.
+        #[arg(long, default_value_t = 1.0)]
+        noise_correlation: f32,
     },
     /// Print an episode file's schema, length, task, seed, variant and success; non-zero exit if it is damaged.
     Inspect { files: Vec<PathBuf> },
@@ -583,22 +590,32 @@ fn keypoints(args: &KeypointsArgs) -> eyre::Result<()> {
     Ok(())
 }
 
-fn record(scene: &Scene, episodes: u64, seed_start: u64, out: &PathBuf) -> eyre::Result<()> {
+fn record(scene: &Scene, episodes: u64, seed_start: u64, out: &PathBuf, noise: ExecutionNoise) -> eyre::Result<()> {
     let (config, condition) = (scene.config()?, scene.condition()?);
+    let noise = (noise.std > 0.0).then_some(noise);
     let bar = ProgressBar::new(episodes).with_style(
         ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} episodes, {per_sec}, ETA {eta}").expect("valid template"),
     );
-    let mut successes = 0;
+    let (mut successes, mut regrasps, mut regrasped) = (0, 0, 0);
     for i in 0..episodes {
         let spec = EpisodeSpec { task: scene.task, seed: seed_start + i, condition };
-        let (path, outcome) = record_expert(&config, spec, i, out)?;
+        let (path, outcome) = record_expert(&config, spec, noise, i, out)?;
         successes += outcome.success as u32;
+        regrasps += outcome.regrasps;
+        regrasped += (outcome.regrasps > 0) as u32;
         bar.set_message(format!("{} successes", successes));
-        bar.suspend(|| println!("{} ({} ticks, success: {})", path.display(), outcome.ticks, outcome.success));
+        bar.suspend(|| println!("{} ({} ticks, success: {}, re-grasps: {})", path.display(), outcome.ticks, outcome.success, outcome.regrasps));
         bar.inc(1);
     }
     bar.finish_and_clear();
-    println!("recorded {episodes} episodes of {} ({}, strength {}) in {}: {successes}/{episodes} succeeded", scene.task, condition.variant, condition.strength, out.display());
+    let noise = noise.map_or("no execution noise".to_string(), |n| format!("execution noise {} m, {} s", n.std, n.correlation_s));
+    println!(
+        "recorded {episodes} episodes of {} ({}, strength {}, {noise}) in {}: {successes}/{episodes} succeeded, {regrasped} with re-grasps ({regrasps} in all)",
+        scene.task,
+        condition.variant,
+        condition.strength,
+        out.display()
+    );
     Ok(())
 }
 
@@ -644,7 +661,9 @@ fn pretrain(config: &PretrainConfig, eval_episodes: u64, out: &PathBuf) -> eyre:
 
 fn run(cli: Cli) -> eyre::Result<bool> {
     match cli.command {
-        Command::Record { scene, episodes, seed_start, out } => record(&scene, episodes, seed_start, &out)?,
+        Command::Record { scene, episodes, seed_start, out, noise, noise_correlation } => {
+            record(&scene, episodes, seed_start, &out, ExecutionNoise::new(noise, noise_correlation)?)?
+        }
         Command::Inspect { files } => {
             eyre::ensure!(!files.is_empty(), "inspect: expected at least one episode file");
             let mut all_ok = true;

@@ -83,18 +83,18 @@ fn recorded(out: &Path) -> Vec<Episode> {
 fn sim_dataflow_records_the_same_episodes_as_the_in_process_loop_and_replay_round_trips() {
     let dir = temp_dir("sim");
     let out = dir.join("recordings");
-    let file = dataflow("dataflow.expert.yml", &dir, &[("sim", "TASK", "push-button"), ("sim", "EPISODES", "2"), ("sim", "SEED_START", "40"), ("recorder", "OUT_DIR", out.to_str().unwrap())]);
+    let file = dataflow("dataflow.expert.yml", &dir, &[("sim", "TASK", "stack-block"), ("sim", "EPISODES", "2"), ("sim", "SEED_START", "40"), ("recorder", "OUT_DIR", out.to_str().unwrap())]);
     let log = dora_run(&file);
     assert!(log.contains("2 episodes in"), "recorder summary missing:\n{log}");
     let episodes = recorded(&out);
     assert_eq!(episodes.len(), 2);
 
     for (i, ep) in episodes.iter().enumerate() {
-        assert_eq!((ep.info.task.as_str(), ep.info.seed, ep.info.episode), ("push-button", 40 + i as u64, i as u64));
+        assert_eq!((ep.info.task.as_str(), ep.info.seed, ep.info.episode), ("stack-block", 40 + i as u64, i as u64));
         assert!(ep.success, "episode {i} did not succeed under dora");
         assert!(ep.ticks.iter().enumerate().all(|(f, t)| t.frame as usize == f), "frames are not contiguous");
         // The graph is lock-stepped, so it must reproduce the in-process expert episode exactly.
-        let spec = EpisodeSpec { task: TaskKind::PushButton, seed: 40 + i as u64, condition: Condition::IN_DOMAIN };
+        let spec = EpisodeSpec { task: TaskKind::StackBlock, seed: 40 + i as u64, condition: Condition::IN_DOMAIN };
         let mut reference = Vec::new();
         run_expert(&SimConfig::default(), spec, |_, obs, action| {
             reference.push((obs.image.rgb, *action));

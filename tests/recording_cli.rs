@@ -155,7 +155,7 @@ fn record_writes_one_readable_file_per_episode() {
         let episode = read_episode(path).unwrap_or_else(|e| panic!("{e}"));
         check_episode(&episode, "push-button", 5 + index as u64, index as u64);
         assert!(
-            stdout(&out).contains(&format!("{} ({} ticks, success: true)", path.display(), episode.ticks.len())),
+            stdout(&out).contains(&format!("{} ({} ticks, success: true, re-grasps: 0)", path.display(), episode.ticks.len())),
             "{}",
             stdout(&out)
         );
@@ -451,4 +451,11 @@ fn bad_cli_input_is_rejected() {
 
     let err = record(&["--task", "push-button", "--variant", "fog"]);
     assert!(err.contains("fog") && err.contains("clutter") && err.contains("occlusion"), "{err}");
+
+    for bad in ["0.5", "-0.01", "NaN"] {
+        let err = record(&["--task", "stack-block", &format!("--noise={bad}")]);
+        assert!(err.contains("--noise") && err.contains("[0, 0.1] m"), "--noise {bad}: {err}");
+    }
+    let err = record(&["--task", "stack-block", "--noise", "0.01", "--noise-correlation", "0"]);
+    assert!(err.contains("--noise-correlation") && err.contains("positive"), "{err}");
 }

@@ -52,12 +52,14 @@ pub struct EpisodeSpec {
 /// Oracle tracked points per task object.
 pub const ORACLE_POINTS_PER_OBJECT: usize = 8;
 
-/// RNG streams of an episode seed: the layout, the oracle points and the OOD disturbance never share draws.
+/// RNG streams of an episode seed: the layout, the oracle points, the OOD disturbance and the execution noise of
+/// demonstration collection never share draws.
 const STREAM_LAYOUT: u64 = 0;
 const STREAM_ORACLE: u64 = 1;
 const STREAM_OOD: u64 = 2;
+pub(crate) const STREAM_EXECUTION_NOISE: u64 = 3;
 
-fn rng(seed: u64, stream: u64) -> ChaCha8Rng {
+pub(crate) fn rng(seed: u64, stream: u64) -> ChaCha8Rng {
     let mut r = ChaCha8Rng::seed_from_u64(seed);
     r.set_stream(stream);
     r

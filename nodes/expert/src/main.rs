@@ -1,21 +1,23 @@
 //! `expert` node: the scripted, privileged-state expert of `glue::sim::expert` as a policy in the graph.
 //!
-//! Inputs: `episode` (start events carry the task), `robot_state`, `object_poses` (privileged, from the simulator).
+//! Inputs: `episode` (start events carry the task), `robot_state`, `object_poses` (privileged, from the simulator,
+//! every frame: the expert plans on frame 0 and re-plans a pick when the carried object leaves the hand).
 //! Output: `action` for the frame of the robot state it answers. Settings: `CONTROL_HZ` (default 10).
 
 use dora_bridge::{Input, decode, env_or, next_input, send};
 use dora_node_api::DoraNode;
-use glue::msg::{EpisodeEvent, Header, ObjectPoses, RobotState};
+use glue::msg::{Action, EpisodeEvent, Header, ObjectPoses, RobotState};
 use glue::sim::expert::Expert;
 use glue::sim::task::TaskKind;
 
-/// Per-episode state: the task, the frame-0 inputs needed to plan, then the planned expert. Inputs from different
-/// outputs may interleave in any order, so everything is keyed by the header's episode index.
+/// Per-episode state: the task, the latest robot state and object poses, then the planned expert. Inputs from
+/// different outputs may interleave in any order, so everything is keyed by the header's episode index, and the
+/// expert answers a frame once it has both its robot state and its object poses (it watches the carried object).
 #[derive(Default)]
 struct Episode {
     id: u64,
     task: Option<TaskKind>,
-    poses: Option<ObjectPoses>,
+    poses: Option<(Header, ObjectPoses)>,
     state: Option<(Header, RobotState)>,
     expert: Option<Expert>,
 }
@@ -29,12 +31,19 @@ impl Episode {
         h.episode == self.id
     }
 
-    /// Plans once the task, the object poses and the robot state of frame 0 are all known.
-    fn plan(&mut self, control_hz: f32) -> eyre::Result<()> {
-        if let (None, Some(task), Some(poses), Some((_, state))) = (&self.expert, self.task, &self.poses, &self.state) {
-            self.expert = Some(Expert::new(task, poses, state, control_hz)?);
+    /// The expert's action for the frame whose robot state and object poses have both arrived, planning first
+    /// (on frame 0) once the task is known.
+    fn act(&mut self, control_hz: f32) -> eyre::Result<Option<(Header, Action)>> {
+        let (Some(task), Some((hp, _)), Some((hs, _))) = (self.task, &self.poses, &self.state) else { return Ok(None) };
+        if hp.frame != hs.frame {
+            return Ok(None);
         }
-        Ok(())
+        let ((_, poses), (h, state)) = (self.poses.take().expect("checked"), self.state.take().expect("checked"));
+        if self.expert.is_none() {
+            self.expert = Some(Expert::new(task, &poses, &state, control_hz)?);
+        }
+        let action = self.expert.as_mut().expect("planned above").act(&state, &poses)?;
+        Ok(Some((h, action)))
     }
 }
 
@@ -53,8 +62,8 @@ fn main() -> eyre::Result<()> {
             }
             "object_poses" => {
                 let (h, poses) = decode::<ObjectPoses>(&metadata, &data)?;
-                if current.is_current(&h) && h.frame == 0 {
-                    current.poses = Some(poses);
+                if current.is_current(&h) {
+                    current.poses = Some((h, poses));
                 }
             }
             "robot_state" => {
@@ -65,11 +74,8 @@ fn main() -> eyre::Result<()> {
             }
             other => eyre::bail!("expert: unexpected input `{other}`"),
         }
-        current.plan(control_hz)?;
-        if let Some(expert) = current.expert.as_mut() {
-            if let Some((h, state)) = current.state.take() {
-                send(&mut node, "action", &h, &expert.act(&state))?;
-            }
+        if let Some((h, action)) = current.act(control_hz)? {
+            send(&mut node, "action", &h, &action)?;
         }
     }
     Ok(())
