@@ -336,8 +336,8 @@ fn inspect_rejects_damaged_files_with_a_clear_message() {
     assert!(err.contains("half.arrow") && !err.contains(&good.display().to_string()), "{err}");
 }
 
-#[test]
-fn pyarrow_reads_recordings() {
+/// The project venv's Python (with pyarrow), which the README's setup creates.
+fn venv_python() -> PathBuf {
     let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
     assert!(
         python.exists(),
@@ -345,6 +345,12 @@ fn pyarrow_reads_recordings() {
          `python3 -m venv .venv && .venv/bin/pip install -q dora-rs-cli==1.1.0 pyarrow`",
         python.display()
     );
+    python
+}
+
+#[test]
+fn pyarrow_reads_recordings() {
+    let python = venv_python();
     let tmp = Scratch::new("pyarrow");
     let path = record_one(tmp.path(), "stack-block", 2);
     let episode = read_episode(&path).unwrap();
@@ -382,6 +388,31 @@ print(json.dumps({
     let bits: Vec<u32> = serde_json::from_value(got["last_robot_state_bits"].clone()).unwrap();
     let want: Vec<u32> = episode.ticks[n - 1].robot_state.to_array().iter().map(|x| x.to_bits()).collect();
     assert_eq!(bits, want, "robot_state float32 values are the same bits in Python and Rust");
+}
+
+/// `scripts/grasp_attempts.py` on two recordings of stack-block seed 5: the clean expert closes once, around the
+/// block; with `--noise 0.02` its first grasp closes on nothing (the seed `tests/sim.rs` re-grasps on), it reopens
+/// where it missed and grasps on a later try, never carrying an empty gripper.
+#[test]
+fn grasp_attempts_counts_a_miss_and_the_regrasp() {
+    let tmp = Scratch::new("grasp-attempts");
+    let mut rows = Vec::new();
+    for (name, noise) in [("clean", "0"), ("noisy", "0.02")] {
+        let dir = tmp.path().join(name);
+        let args = ["record", "--task", "stack-block", "--seed-start", "5", "--width", "32", "--height", "32", "--noise", noise, "--out"];
+        let out = glue(args.map(OsStr::new).into_iter().chain([dir.as_os_str()]));
+        assert!(out.status.success(), "glue record --noise {noise}: {}", stderr(&out));
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/grasp_attempts.py");
+        let out = Command::new(venv_python()).arg(&script).args(arrow_files(&dir)).output().expect("the venv python runs");
+        assert!(out.status.success(), "{}", stderr(&out));
+        let text = stdout(&out);
+        let row: Vec<String> = text.lines().nth(1).unwrap_or_else(|| panic!("no episode row: {text}")).split(" | ").skip(1).map(str::to_string).collect();
+        rows.push(row);
+    }
+    assert_eq!(rows[0], ["1", "0", "0", "0", "True"], "clean expert: closings, missed, reopened, ran on, success");
+    let count = |i: usize| rows[1][i].parse::<u32>().unwrap();
+    assert!(count(0) >= 2 && count(1) >= 1 && count(2) == count(1) && count(3) == 0, "noisy expert: {:?}", rows[1]);
+    assert_eq!(rows[1][4], "True", "the noisy expert's episode succeeds after re-grasping");
 }
 
 /// Decodes every frame of a GIF.
