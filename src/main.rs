@@ -439,6 +439,10 @@ struct TrainArgs {
     /// GLUE: the key patches' positional encoding, learned per cell or the fixed 2-D sine-cosine one.
     #[arg(long, value_enum)]
     local_pos: Option<glue::fusion::LocalPos>,
+    /// Robot-state entries the policy sees, the first N of the state message: 7 = the paper's joint angles
+    /// (default), 8 adds the gripper width.
+    #[arg(long)]
+    state_dim: Option<usize>,
     #[arg(long)]
     epochs: Option<usize>,
     #[arg(long)]
@@ -472,7 +476,7 @@ fn train(args: TrainArgs) -> eyre::Result<()> {
     let report = if args.resume {
         glue::train::resume(&args.out, ResumeOverrides { epochs: args.epochs, lr: args.lr, max_minutes: args.max_minutes }, &device)?
     } else {
-        glue::train::train(train_config(&args), &args.out, &device)?
+        glue::train::train(train_config(&args)?, &args.out, &device)?
     };
     println!("{}", serde_json::to_string_pretty(&report)?);
     println!("checkpoints: {0}/best (lowest validation loss), {0}/last; loss curve: {0}/loss.png", args.out.display());
@@ -480,7 +484,7 @@ fn train(args: TrainArgs) -> eyre::Result<()> {
 }
 
 /// The run's configuration from the flags.
-fn train_config(args: &TrainArgs) -> TrainConfig {
+fn train_config(args: &TrainArgs) -> eyre::Result<TrainConfig> {
     let kind = args.policy.expect("clap requires --policy without --resume");
     let mut policy = PolicyConfig::new(kind, args.config);
     if let Some(n) = args.n_obs_steps {
@@ -489,6 +493,9 @@ fn train_config(args: &TrainArgs) -> TrainConfig {
     }
     if let Some(local_pos) = args.local_pos {
         policy.fusion.local_pos = local_pos;
+    }
+    if let Some(n) = args.state_dim {
+        policy.set_state_dim(n)?;
     }
     let mut config = TrainConfig::new(policy, args.data.clone());
     if kind.uses_key_patches() {
@@ -507,7 +514,7 @@ fn train_config(args: &TrainArgs) -> TrainConfig {
     config.val_fraction = args.val_fraction.unwrap_or(config.val_fraction);
     config.constant_span = args.constant_span.unwrap_or(config.constant_span);
     config.max_minutes = args.max_minutes;
-    config
+    Ok(config)
 }
 
 /// `glue bench --suite loop`: `repeats` episodes of the shipped GLUE checkpoint with the perception pipeline.

@@ -213,6 +213,43 @@ fn every_policy_trains_saves_loads_and_acts() {
     }
 }
 
+/// `glue train --state-dim 8` feeds the gripper width (the 8th robot-state entry) to the policy: the checkpoint
+/// says so, its normaliser covers 8 entries, and the same observation with another width gives other actions (the
+/// same sampling noise), which a 7-entry policy cannot see. `--state-dim 16` is refused by name.
+#[test]
+fn state_dim_8_feeds_the_gripper_width() {
+    let _serial = serial();
+    let run = Scratch::new("state-dim");
+    let mut args = cli_args(PolicyKind::GlueS, 1, &run.0);
+    args.extend(["--state-dim".to_string(), "8".to_string()]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_glue")).args(&args).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let policy = Policy::load(&run.0.join("best"), &Device::flex()).unwrap();
+    assert_eq!((policy.config.state_dim, policy.normalizer.state.dim()), (8, 8));
+
+    let episode = read_episode(root().join(EPISODE)).unwrap();
+    let (w, h) = (episode.info.width, episode.info.height);
+    let act_with_width = |width: f32| {
+        let states: Vec<[f32; 15]> = episode.ticks[..2].iter().map(|t| {
+            let mut s = t.robot_state.to_array();
+            s[7] = width;
+            s
+        }).collect();
+        let history: Vec<Frame<'_>> = (0..2)
+            .map(|i| Frame { image: &episode.ticks[i].image, width: w, height: h, state: &states[i], keypoints: &[], key_features: None })
+            .collect();
+        policy.act(&history, &mut rand_chacha::ChaCha8Rng::seed_from_u64(0)).unwrap()
+    };
+    assert_ne!(act_with_width(0.0), act_with_width(0.08), "the gripper width does not reach the policy");
+
+    let bad = Scratch::new("state-dim-bad");
+    let mut args = cli_args(PolicyKind::GlueS, 1, &bad.0);
+    args.extend(["--state-dim".to_string(), "16".to_string()]);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_glue")).args(&args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--state-dim") && err.contains("got 16"), "{err}");
+}
+
 #[test]
 fn demonstrations_of_two_tasks_are_refused() {
     let run = Scratch::new("two-tasks");

@@ -142,6 +142,21 @@ impl PolicyConfig {
         config
     }
 
+    /// Feeds the first `n` entries of [`crate::msg::RobotState::NAMES`] to the policy (`glue train --state-dim`):
+    /// 7 is the paper's joint state (sec. III-C, `S ∈ R^7`), 8 adds the gripper width, which tells a missed grasp
+    /// from a held object. Keeps the fusion and the U-Net's condition width in step.
+    pub fn set_state_dim(&mut self, n: usize) -> eyre::Result<()> {
+        let max = crate::msg::RobotState::NAMES.len();
+        eyre::ensure!(
+            (1..=max).contains(&n),
+            "--state-dim: expected 1..={max} robot-state entries (7: the joints, 8: the joints and the gripper width), got {n}"
+        );
+        self.state_dim = n;
+        self.fusion.state_dim = n;
+        self.unet.global_cond_dim = self.n_obs_steps * self.step_dim();
+        Ok(())
+    }
+
     /// Width of one observation step's condition.
     pub fn step_dim(&self) -> usize {
         match self.policy {
