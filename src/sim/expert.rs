@@ -172,8 +172,12 @@ impl Expert {
 
     /// The next absolute end-effector command, given the arm's measured state and the objects' current poses.
     pub fn act(&mut self, state: &RobotState, poses: &ObjectPoses) -> eyre::Result<Action> {
-        self.replan_if_dropped(state, poses)?;
-        self.align_object_with_target(state, poses)?;
+        if let Some(carried) = self.task.carried_object() {
+            let (object, _) = pose_of(poses, carried)?;
+            let tcp = Vec3::from(state.ee_position);
+            self.replan_if_dropped(object, tcp, poses)?;
+            self.align_object_with_target(object, tcp);
+        }
         if let Some(wp) = self.waypoints.get(self.next).copied() {
             let step = SPEED * self.control_dt;
             let to_go = wp.position - self.position;
@@ -196,15 +200,10 @@ impl Expert {
         Ok(Action { position: self.position.to_array(), orientation: top_down(self.yaw).to_array(), gripper: self.gripper })
     }
 
-    /// Re-plans the pick from the current poses when the carried object is more than [`HOLD_DISTANCE`] from the
-    /// TCP while it should be in the hand ([`CARRYING`]).
-    fn replan_if_dropped(&mut self, state: &RobotState, poses: &ObjectPoses) -> eyre::Result<()> {
-        let Some(carried) = self.task.carried_object() else { return Ok(()) };
-        if !CARRYING.contains(&self.next) || self.regrasps >= MAX_REGRASPS {
-            return Ok(());
-        }
-        let (object, _) = pose_of(poses, carried)?;
-        if object.distance(Vec3::from(state.ee_position)) > HOLD_DISTANCE {
+    /// Re-plans the pick from the current poses when the carried object (at `object`) is more than
+    /// [`HOLD_DISTANCE`] from the TCP while it should be in the hand ([`CARRYING`]).
+    fn replan_if_dropped(&mut self, object: Vec3, tcp: Vec3, poses: &ObjectPoses) -> eyre::Result<()> {
+        if CARRYING.contains(&self.next) && self.regrasps < MAX_REGRASPS && object.distance(tcp) > HOLD_DISTANCE {
             self.waypoints = plan(self.task, poses)?;
             self.next = 0;
             self.dwell_left = None;
@@ -217,17 +216,14 @@ impl Expert {
     /// Once the object hangs in the hand (the transport starts), shifts the place waypoints by its horizontal offset
     /// from the TCP, so that the object, not the hand, ends above the target: a grasp off the object's centre (a
     /// noisy or re-planned one) would otherwise carry its offset into the placement.
-    fn align_object_with_target(&mut self, state: &RobotState, poses: &ObjectPoses) -> eyre::Result<()> {
-        let Some(carried) = self.task.carried_object() else { return Ok(()) };
+    fn align_object_with_target(&mut self, object: Vec3, tcp: Vec3) {
         if self.next != TRANSPORT || self.placing_object {
-            return Ok(());
+            return;
         }
-        let (object, _) = pose_of(poses, carried)?;
-        let in_hand = (object - Vec3::from(state.ee_position)).with_z(0.0);
+        let in_hand = (object - tcp).with_z(0.0);
         for wp in &mut self.waypoints[TRANSPORT..] {
             wp.position -= in_hand;
         }
         self.placing_object = true;
-        Ok(())
     }
 }
