@@ -568,6 +568,12 @@ fn load(path: &Path) -> Result<(SchemaRef, Vec<RecordBatch>), ErrorKind> {
         });
     }
     if !bytes.starts_with(&[0xff; 4]) {
+        // A writer killed between creating its `.partial` and flushing the stream header leaves an empty one.
+        let partial = path.extension().is_some_and(|e| e == "partial");
+        if partial && bytes.len() < 4 && bytes.iter().all(|&b| b == 0xff) {
+            let reason = "the .partial of a writer stopped before it wrote the stream header".to_owned();
+            return Err(ErrorKind::Incomplete { reason, intact_ticks: 0 });
+        }
         return Err(ErrorKind::NotArrow);
     }
     let (schema, intact_ticks) = salvage(&bytes, 0);
@@ -905,6 +911,21 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("incomplete") && text.contains("4 intact ticks"), "{text}");
         assert!(matches!(read_episode(&partial).unwrap_err().kind, ErrorKind::Incomplete { intact_ticks: 4, .. }));
+    }
+
+    /// A kill right after the `.partial` is created (its stream header not yet flushed) leaves an empty file: an
+    /// incomplete episode with 0 intact ticks, where an empty `.arrow` file is simply not Arrow.
+    #[test]
+    fn an_empty_partial_is_an_incomplete_episode() {
+        let tmp = scratch("empty-partial");
+        let partial = partial_path(tmp.0.as_path(), &info(0));
+        fs::write(&partial, b"").unwrap();
+        let err = inspect(&partial).unwrap_err();
+        assert!(matches!(err.kind, ErrorKind::Incomplete { intact_ticks: 0, .. }), "{err}");
+        assert!(err.to_string().contains("stopped before it wrote the stream header"), "{err}");
+        let arrow = tmp.0.join("empty.arrow");
+        fs::write(&arrow, b"").unwrap();
+        assert!(matches!(inspect(&arrow).unwrap_err().kind, ErrorKind::NotArrow));
     }
 
     #[test]

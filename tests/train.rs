@@ -1,6 +1,6 @@
 //! `glue train` end to end on the shipped stack-block recording: a run resumes exactly where it stopped, the loss
 //! goes down, every policy's checkpoint loads and acts, a NaN loss stops the run and keeps the last good
-//! checkpoint, `--init` starts from a checkpoint's weights, GLUE without keypoint tracks is refused with a message
+//! checkpoint, `--init` starts from a checkpoint's weights (widening a 7-entry robot state to 8), GLUE without keypoint tracks is refused with a message
 //! that says what is missing, and a checkpoint names the task it was trained on and refuses another (the shipped
 //! ones included).
 
@@ -227,20 +227,7 @@ fn state_dim_8_feeds_the_gripper_width() {
     let policy = Policy::load(&run.0.join("best"), &Device::flex()).unwrap();
     assert_eq!((policy.config.state_dim, policy.normalizer.state.dim()), (8, 8));
 
-    let episode = read_episode(root().join(EPISODE)).unwrap();
-    let (w, h) = (episode.info.width, episode.info.height);
-    let act_with_width = |width: f32| {
-        let states: Vec<[f32; 15]> = episode.ticks[..2].iter().map(|t| {
-            let mut s = t.robot_state.to_array();
-            s[7] = width;
-            s
-        }).collect();
-        let history: Vec<Frame<'_>> = (0..2)
-            .map(|i| Frame { image: &episode.ticks[i].image, width: w, height: h, state: &states[i], keypoints: &[], key_features: None })
-            .collect();
-        policy.act(&history, &mut rand_chacha::ChaCha8Rng::seed_from_u64(0)).unwrap()
-    };
-    assert_ne!(act_with_width(0.0), act_with_width(0.08), "the gripper width does not reach the policy");
+    assert_ne!(act_with_gripper_width(&run.0, 0.0), act_with_gripper_width(&run.0, 0.08), "the gripper width does not reach the policy");
 
     let bad = Scratch::new("state-dim-bad");
     let mut args = cli_args(PolicyKind::GlueS, 1, &bad.0);
@@ -248,6 +235,63 @@ fn state_dim_8_feeds_the_gripper_width() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_glue")).args(&args).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("--state-dim") && err.contains("got 16"), "{err}");
+}
+
+/// The actions of `run/last` on the episode's first two frames with the gripper width set to `width` (GLUE-S: no
+/// keypoints needed), the same sampling noise every call.
+fn act_with_gripper_width(run: &Path, width: f32) -> Vec<[f32; 8]> {
+    let policy = Policy::load(&run.join("last"), &Device::flex()).unwrap();
+    let episode = read_episode(root().join(EPISODE)).unwrap();
+    let (w, h) = (episode.info.width, episode.info.height);
+    let states: Vec<[f32; 15]> = episode.ticks[..2]
+        .iter()
+        .map(|t| {
+            let mut s = t.robot_state.to_array();
+            s[7] = width;
+            s
+        })
+        .collect();
+    let history: Vec<Frame<'_>> = (0..2)
+        .map(|i| Frame { image: &episode.ticks[i].image, width: w, height: h, state: &states[i], keypoints: &[], key_features: None })
+        .collect();
+    policy.act(&history, &mut rand_chacha::ChaCha8Rng::seed_from_u64(0)).unwrap()
+}
+
+/// `--init` from a 7-entry checkpoint into a `--state-dim 8` run widens the U-Net's condition with zero weights:
+/// at a zero learning rate the new checkpoint acts as the old one did and ignores the gripper width, trained it
+/// learns to use it; a run with fewer entries than its `--init` checkpoint is refused by name.
+#[test]
+fn init_widens_a_checkpoints_robot_state() {
+    let _serial = serial();
+    let (joints, widened) = (Scratch::new("widen-from"), Scratch::new("widen-to"));
+    let device = Device::flex();
+    train(config(PolicyKind::GlueS, 1), &joints.0, &device).unwrap();
+    let mut c = config(PolicyKind::GlueS, 1);
+    c.policy.set_state_dim(8).unwrap();
+    c.init = Some(joints.0.join("last"));
+    c.lr = 0.0;
+    train(c, &widened.0, &device).unwrap();
+    assert_eq!(Policy::load(&widened.0.join("last"), &device).unwrap().config.state_dim, 8);
+
+    let before = act_with_gripper_width(&joints.0, 0.04);
+    for width in [0.0, 0.08] {
+        let after = act_with_gripper_width(&widened.0, width);
+        let gap = before.iter().flatten().zip(after.iter().flatten()).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        assert!(gap < 1e-4, "width {width}: the widened policy's actions differ by {gap}");
+    }
+    // Trained (lr as in `config`), the new weights learn: the width reaches the actions.
+    let trained = Scratch::new("widen-trained");
+    let mut c = config(PolicyKind::GlueS, 1);
+    c.policy.set_state_dim(8).unwrap();
+    c.init = Some(joints.0.join("last"));
+    train(c, &trained.0, &device).unwrap();
+    assert_ne!(act_with_gripper_width(&trained.0, 0.0), act_with_gripper_width(&trained.0, 0.08));
+
+    let mut c = config(PolicyKind::GlueS, 1);
+    c.policy.set_state_dim(6).unwrap();
+    c.init = Some(widened.0.join("last"));
+    let err = format!("{:#}", train(c, &widened.0.join("narrower"), &device).unwrap_err());
+    assert!(err.contains("--init") && err.contains("feeds 8 robot-state entries, this run 6"), "{err}");
 }
 
 #[test]

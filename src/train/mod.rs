@@ -310,7 +310,12 @@ pub struct ResumeOverrides {
 /// Loads the weights of the checkpoint folder `dir` into `net`: the same policy kind, and every parameter of `net`
 /// present in the checkpoint with its shape (a checkpoint's extra tensors, e.g. a learned key-patch position table
 /// when this run uses the fixed one, are left out).
-fn init_from_checkpoint(net: PolicyNet, policy: &PolicyConfig, dir: &Path) -> Result<PolicyNet> {
+///
+/// A checkpoint with fewer robot-state entries than this run (`--state-dim 8` from a 7-joint checkpoint) starts
+/// the run too: its U-Net is widened with zero weights for the new entries
+/// ([`crate::unet::ConditionalUnet1d::widen_global_cond`]), so the network starts out acting as the checkpoint
+/// did, and training teaches it to use them.
+fn init_from_checkpoint(net: PolicyNet, policy: &PolicyConfig, dir: &Path, device: &Device) -> Result<PolicyNet> {
     let path = dir.join(POLICY_JSON);
     let text = std::fs::read_to_string(&path).wrap_err_with(|| format!("--init: cannot read {}", path.display()))?;
     let saved: PolicyConfig = serde_json::from_str(&text).wrap_err_with(|| format!("--init: bad {}", path.display()))?;
@@ -321,7 +326,23 @@ fn init_from_checkpoint(net: PolicyNet, policy: &PolicyConfig, dir: &Path) -> Re
         saved.policy.name(),
         policy.policy.name()
     );
-    load_into(net, &dir.join(MODEL_SAFETENSORS)).wrap_err("--init")
+    let weights = dir.join(MODEL_SAFETENSORS);
+    if saved.state_dim == policy.state_dim {
+        return load_into(net, &weights).wrap_err("--init");
+    }
+    ensure!(
+        saved.state_dim < policy.state_dim,
+        "--init: {} feeds {} robot-state entries, this run {} (a checkpoint's state can be widened, not narrowed)",
+        dir.display(),
+        saved.state_dim,
+        policy.state_dim
+    );
+    let mut narrow = policy.clone();
+    narrow.set_state_dim(saved.state_dim)?;
+    let old = load_into(PolicyNet::init(&narrow, device)?, &weights).wrap_err("--init")?;
+    let unet = old.unet.widen_global_cond(policy.n_obs_steps, narrow.step_dim(), policy.step_dim())?;
+    eprintln!("--init: robot state widened from {} to {} entries (zero weights for the new ones)", saved.state_dim, policy.state_dim);
+    Ok(PolicyNet { encoder: old.encoder, unet })
 }
 
 /// Trains `config` into the new run folder `out`.
@@ -432,7 +453,7 @@ fn run(mut config: TrainConfig, out: &Path, resume: bool, device: &Device) -> Re
             };
         }
         if let Some(dir) = &config.init {
-            net = init_from_checkpoint(net, &config.policy, dir)?;
+            net = init_from_checkpoint(net, &config.policy, dir, &train_device)?;
             eprintln!("weights from {}", dir.display());
         }
         let ema = Ema::new(&net, config.ema_power, config.ema_max_decay);

@@ -114,6 +114,27 @@ impl ConditionalResidualBlock1d {
         }
     }
 
+    /// This block with its FiLM input widened by zero weights at the rows `gaps` names (see
+    /// [`super::ConditionalUnet1d::widen_global_cond`]): `gaps` lists `(old_row, count)`, `count` new rows inserted
+    /// before old row `old_row` (the old width for rows appended at the end).
+    pub(crate) fn widen_cond(mut self, gaps: &[(usize, usize)]) -> Self {
+        let weight = self.cond_encoder.weight.val().detach();
+        let [rows, out] = weight.dims();
+        let device = weight.device();
+        let mut parts = Vec::with_capacity(2 * gaps.len() + 1);
+        let mut start = 0;
+        for &(at, count) in gaps {
+            parts.push(weight.clone().narrow(0, start, at - start));
+            parts.push(Tensor::zeros([count, out], &device));
+            start = at;
+        }
+        if start < rows {
+            parts.push(weight.narrow(0, start, rows - start));
+        }
+        self.cond_encoder.weight = burn::module::Param::from_tensor(Tensor::cat(parts, 0).detach());
+        self
+    }
+
     /// `x: [B, c_in, T]`, `cond_mish: [B, cond_dim]` = Mish(FiLM condition), already activated once for all
     /// blocks (every `cond_encoder` starts with the same Mish). Returns `[B, c_out, T]`.
     pub(crate) fn forward(&self, x: Tensor<3>, cond_mish: Tensor<2>) -> Tensor<3> {
@@ -142,7 +163,8 @@ impl ConditionalResidualBlock1d {
 pub struct StepEncoder {
     linear1: Linear,
     linear2: Linear,
-    dim: usize,
+    /// `diffusion_step_embed_dim`: the width of the embedding, the first entries of every FiLM input.
+    pub(super) dim: usize,
 }
 
 impl StepEncoder {

@@ -226,6 +226,37 @@ impl ConditionalUnet1d {
         sd.conv1d("final_conv.1", &mut self.final_conv)
     }
 
+    /// The U-Net for a global condition whose `n_obs_steps` per-step blocks each grow from `old_step_dim` to
+    /// `new_step_dim` entries appended at the block's end (e.g. a robot state with the gripper width added to the
+    /// joints). Every FiLM layer gets zero weights for the new entries, so the widened U-Net computes exactly what
+    /// this one did, whatever the new entries hold, and training starts from there.
+    pub fn widen_global_cond(self, n_obs_steps: usize, old_step_dim: usize, new_step_dim: usize) -> Result<Self> {
+        ensure!(
+            self.global_cond_dim == n_obs_steps * old_step_dim && new_step_dim >= old_step_dim,
+            "cannot widen a global condition of {} entries from {n_obs_steps} x {old_step_dim} to {n_obs_steps} x {new_step_dim}",
+            self.global_cond_dim
+        );
+        let step_embed = self.step_encoder.dim;
+        let gaps: Vec<(usize, usize)> =
+            (1..=n_obs_steps).map(|k| (step_embed + k * old_step_dim, new_step_dim - old_step_dim)).collect();
+        let widen = |b: ConditionalResidualBlock1d| b.widen_cond(&gaps);
+        Ok(Self {
+            down: self
+                .down
+                .into_iter()
+                .map(|s| DownStage { res1: widen(s.res1), res2: widen(s.res2), downsample: s.downsample })
+                .collect(),
+            mid: self.mid.into_iter().map(widen).collect(),
+            up: self
+                .up
+                .into_iter()
+                .map(|s| UpStage { res1: widen(s.res1), res2: widen(s.res2), upsample: s.upsample })
+                .collect(),
+            global_cond_dim: n_obs_steps * new_step_dim,
+            ..self
+        })
+    }
+
     /// Predicts `ε_θ(W, A^k, k)` (or `A^0` for a sample-predicting model).
     ///
     /// - `sample`: noisy action chunk `A^k`, `[B, T, action_dim]`, `T` a multiple of
