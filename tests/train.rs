@@ -266,9 +266,14 @@ fn init_widens_a_checkpoints_robot_state() {
     let (joints, widened) = (Scratch::new("widen-from"), Scratch::new("widen-to"));
     let device = Device::flex();
     train(config(PolicyKind::GlueS, 1), &joints.0, &device).unwrap();
-    let mut c = config(PolicyKind::GlueS, 1);
-    c.policy.set_state_dim(8).unwrap();
-    c.init = Some(joints.0.join("last"));
+    // A GLUE-S run of `state_dim` entries starting from `init`.
+    let from = |state_dim: usize, init: &Path| {
+        let mut c = config(PolicyKind::GlueS, 1);
+        c.policy.set_state_dim(state_dim).unwrap();
+        c.init = Some(init.join("last"));
+        c
+    };
+    let mut c = from(8, &joints.0);
     c.lr = 0.0;
     train(c, &widened.0, &device).unwrap();
     assert_eq!(Policy::load(&widened.0.join("last"), &device).unwrap().config.state_dim, 8);
@@ -281,16 +286,10 @@ fn init_widens_a_checkpoints_robot_state() {
     }
     // Trained (lr as in `config`), the new weights learn: the width reaches the actions.
     let trained = Scratch::new("widen-trained");
-    let mut c = config(PolicyKind::GlueS, 1);
-    c.policy.set_state_dim(8).unwrap();
-    c.init = Some(joints.0.join("last"));
-    train(c, &trained.0, &device).unwrap();
+    train(from(8, &joints.0), &trained.0, &device).unwrap();
     assert_ne!(act_with_gripper_width(&trained.0, 0.0), act_with_gripper_width(&trained.0, 0.08));
 
-    let mut c = config(PolicyKind::GlueS, 1);
-    c.policy.set_state_dim(6).unwrap();
-    c.init = Some(widened.0.join("last"));
-    let err = format!("{:#}", train(c, &widened.0.join("narrower"), &device).unwrap_err());
+    let err = format!("{:#}", train(from(6, &widened.0), &widened.0.join("narrower"), &device).unwrap_err());
     assert!(err.contains("--init") && err.contains("feeds 8 robot-state entries, this run 6"), "{err}");
 }
 
