@@ -339,7 +339,9 @@ fn init_from_checkpoint(net: PolicyNet, policy: &PolicyConfig, dir: &Path, devic
     );
     let mut narrow = policy.clone();
     narrow.set_state_dim(saved.state_dim)?;
-    let old = load_into(PolicyNet::init(&narrow, device)?, &weights).wrap_err("--init")?;
+    // The fresh encoder is the load target (its shapes do not depend on the state); only the U-Net is narrower.
+    let target = PolicyNet { encoder: net.encoder, unet: narrow.unet.init(device)? };
+    let old = load_into(target, &weights).wrap_err("--init")?;
     let unet = old.unet.widen_global_cond(policy.n_obs_steps, narrow.step_dim(), policy.step_dim())?;
     eprintln!("--init: robot state widened from {} to {} entries (zero weights for the new ones)", saved.state_dim, policy.state_dim);
     Ok(PolicyNet { encoder: old.encoder, unet })
