@@ -415,6 +415,38 @@ fn grasp_attempts_counts_a_miss_and_the_regrasp() {
     assert_eq!(rows[1][4], "True", "the noisy expert's episode succeeds after re-grasping");
 }
 
+/// `scripts/first_frame_visibility.py` on push-button occlusion seeds 1008 and 1009 (held-out evaluation seeds, the
+/// default image size): the occluder leaves part of the red button in view on 1008 and hides all of it, on every
+/// tick, on 1009. The script pools an
+/// eval.json's successes by that split and names an eval.json it cannot read.
+#[test]
+fn first_frame_visibility_splits_seeds_by_the_hidden_button() {
+    let tmp = Scratch::new("visibility");
+    let dir = tmp.path().join("occlusion");
+    let args = ["record", "--task", "push-button", "--variant", "occlusion", "--seed-start", "1008", "--episodes", "2", "--out"];
+    let out = glue(args.map(OsStr::new).into_iter().chain([dir.as_os_str()]));
+    assert!(out.status.success(), "glue record: {}", stderr(&out));
+    let eval = tmp.path().join("eval.json");
+    let per_episode = r#"{"per_episode": [{"seed": 1008, "success": true}, {"seed": 1009, "success": false}, {"seed": 7, "success": true}]}"#;
+    fs::write(&eval, per_episode).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/first_frame_visibility.py");
+    let run = |eval: &Path| Command::new(venv_python()).arg(&script).args(arrow_files(&dir)).arg("--eval").arg(eval).output().expect("the venv python runs");
+
+    let out = run(&eval);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let row = |seed: &str| text.lines().find(|l| l.starts_with(seed)).unwrap_or_else(|| panic!("no row for {seed}: {text}")).to_string();
+    let pixels: Vec<u32> = row("1008 |").split(['|', '/']).skip(1).map(|n| n.trim().parse().unwrap()).collect();
+    assert!(pixels[0] > 0 && pixels[1] >= pixels[0], "seed 1008 shows the button on its first frame: {pixels:?}");
+    assert_eq!(row("1009 |"), "1009 | 0 / 0", "seed 1009 hides it on every tick");
+    assert!(text.contains("1 of 2 first frames hide a queried object; in 1 it stays hidden on every tick"), "{text}");
+    assert!(text.contains("hidden: 0/1 episodes") && text.contains("visible: 1/1 episodes"), "seed 7 is not among the recordings: {text}");
+
+    let out = run(&tmp.path().join("missing.json"));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("missing.json: not a readable eval.json"), "{}", stderr(&out));
+}
+
 /// Decodes every frame of a GIF.
 fn gif_frames(path: &Path) -> Vec<image::RgbaImage> {
     let decoder = GifDecoder::new(BufReader::new(File::open(path).unwrap())).unwrap_or_else(|e| panic!("{e}"));
