@@ -64,13 +64,13 @@ def main():
     for path in args.eval:
         try:
             with open(path) as f:
-                episodes = json.load(f)["per_episode"]
-        except (OSError, ValueError, KeyError) as e:
-            sys.exit(f"{path}: not a readable eval.json with a per_episode list ({e!r})")
-        for episode in episodes:
-            if episode["seed"] in pixels:
-                cell = tally[episode["seed"] in hidden]
-                cell[0] += int(episode["success"])
+                episodes = [(e["seed"], bool(e["success"])) for e in json.load(f)["per_episode"]]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            sys.exit(f"{path}: not a readable eval.json with a per_episode list of {{seed, success}} ({e!r})")
+        for seed, success in episodes:
+            if seed in pixels:
+                cell = tally[seed in hidden]
+                cell[0] += int(success)
                 cell[1] += 1
     for is_hidden, (wins, n) in tally.items():
         rate = f"{100 * wins / n:.0f}%" if n else "-"

@@ -417,8 +417,7 @@ fn grasp_attempts_counts_a_miss_and_the_regrasp() {
 
 /// `scripts/first_frame_visibility.py` on push-button occlusion seeds 1008 and 1009 (held-out evaluation seeds, the
 /// default image size): the occluder leaves part of the red button in view on 1008 and hides all of it, on every
-/// tick, on 1009. The script pools an
-/// eval.json's successes by that split and names an eval.json it cannot read.
+/// tick, on 1009. The script pools an eval.json's successes by that split and names an eval.json it cannot read.
 #[test]
 fn first_frame_visibility_splits_seeds_by_the_hidden_button() {
     let tmp = Scratch::new("visibility");
