@@ -715,7 +715,7 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::super::synthetic::{Motion, Texture, render_gray};
+    use crate::track::synthetic::{Motion, Texture, render_gray};
     use super::*;
 
     #[test]
