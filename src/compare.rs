@@ -4,7 +4,12 @@
 //! seeds), and tests the difference of the pooled success rates with the two-proportion z-test (pooled variance,
 //! two-sided). Pooling treats every episode as independent: it covers evaluation noise, not the variance between
 //! training seeds. This is how docs/results.md computes its pooled figures and p-values.
+//!
+//! When a side holds the evaluations of several training runs (distinct `checkpoint`s), the runs are also compared
+//! as the unit: each run's pooled success rate is one sample, and Welch's t-test (unequal variances, two-sided)
+//! asks whether the mean per-run rates differ; that test covers the variance between training seeds too.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
@@ -50,6 +55,108 @@ pub fn two_proportion_z(a: Pooled, b: Pooled) -> (f64, f64) {
     (z, erfc(z.abs() / std::f64::consts::SQRT_2))
 }
 
+/// Each training run's evaluations pooled, a run being one checkpoint (`eval.json`'s `checkpoint`), by path.
+pub fn runs(reports: &[EvalReport]) -> Vec<(String, usize, Pooled)> {
+    let mut by_run: BTreeMap<&str, Vec<&EvalReport>> = BTreeMap::new();
+    for r in reports {
+        by_run.entry(r.checkpoint.as_str()).or_default().push(r);
+    }
+    by_run.into_iter().map(|(run, rs)| (run.to_string(), rs.len(), Pooled::of(rs))).collect()
+}
+
+/// Welch's t-test of the mean of `a` against the mean of `b` (unequal variances, Welch-Satterthwaite degrees of
+/// freedom): `(t, df, two-sided p)`. `None` when a side has fewer than two values or neither side varies.
+pub fn welch_t(a: &[f64], b: &[f64]) -> Option<(f64, f64, f64)> {
+    if a.len() < 2 || b.len() < 2 {
+        return None;
+    }
+    let mean_and_sq_error = |x: &[f64]| {
+        let n = x.len() as f64;
+        let mean = x.iter().sum::<f64>() / n;
+        let variance = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / (n - 1.0);
+        (mean, variance / n)
+    };
+    let ((ma, sa), (mb, sb)) = (mean_and_sq_error(a), mean_and_sq_error(b));
+    let se2 = sa + sb;
+    if se2 == 0.0 {
+        return None;
+    }
+    let t = (ma - mb) / se2.sqrt();
+    let df = se2 * se2 / (sa * sa / (a.len() - 1) as f64 + sb * sb / (b.len() - 1) as f64);
+    Some((t, df, student_t_two_sided(t, df)))
+}
+
+/// Two-sided p-value of Student's t with `df` degrees of freedom: `P(|T| >= |t|) = I_{df/(df+t²)}(df/2, 1/2)`.
+fn student_t_two_sided(t: f64, df: f64) -> f64 {
+    regularized_beta(df / (df + t * t), 0.5 * df, 0.5)
+}
+
+/// The regularized incomplete beta function `I_x(a, b)`, by its continued fraction (evaluated with the modified
+/// Lentz method), taken directly where it converges fast (`x < (a+1)/(a+b+2)`) and through
+/// `I_x(a, b) = 1 - I_{1-x}(b, a)` elsewhere.
+fn regularized_beta(x: f64, a: f64, b: f64) -> f64 {
+    if x <= 0.0 {
+        return 0.0;
+    }
+    if x >= 1.0 {
+        return 1.0;
+    }
+    let front = (ln_gamma(a + b) - ln_gamma(a) - ln_gamma(b) + a * x.ln() + b * (1.0 - x).ln()).exp();
+    if x < (a + 1.0) / (a + b + 2.0) {
+        front * beta_continued_fraction(x, a, b) / a
+    } else {
+        1.0 - front * beta_continued_fraction(1.0 - x, b, a) / b
+    }
+}
+
+/// The continued fraction `1 / (1 + d1 / (1 + d2 / (1 + ...)))` of `I_x(a, b)`, with `d_{2m} = m (b - m) x /
+/// ((a + 2m - 1)(a + 2m))` and `d_{2m+1} = -(a + m)(a + b + m) x / ((a + 2m)(a + 2m + 1))`.
+fn beta_continued_fraction(x: f64, a: f64, b: f64) -> f64 {
+    const TINY: f64 = 1e-300;
+    let guard = |v: f64| if v.abs() < TINY { TINY } else { v };
+    let (mut c, mut d) = (1.0, 1.0 / guard(1.0 - (a + b) * x / (a + 1.0)));
+    let mut fraction = d;
+    for m in 1..=300 {
+        let m = f64::from(m);
+        let even = m * (b - m) * x / ((a + 2.0 * m - 1.0) * (a + 2.0 * m));
+        let odd = -(a + m) * (a + b + m) * x / ((a + 2.0 * m) * (a + 2.0 * m + 1.0));
+        for coefficient in [even, odd] {
+            d = 1.0 / guard(1.0 + coefficient * d);
+            c = guard(1.0 + coefficient / c);
+            fraction *= c * d;
+        }
+        if (c * d - 1.0).abs() < 1e-14 {
+            break;
+        }
+    }
+    fraction
+}
+
+/// `ln Γ(x)` by the Lanczos approximation (g = 7, nine coefficients; relative error about 1e-15), with the
+/// reflection formula below 1/2.
+fn ln_gamma(x: f64) -> f64 {
+    const G: f64 = 7.0;
+    const COEFFICIENTS: [f64; 9] = [
+        0.999_999_999_999_809_9,
+        676.520_368_121_885_1,
+        -1_259.139_216_722_402_8,
+        771.323_428_777_653_1,
+        -176.615_029_162_140_6,
+        12.507_343_278_686_905,
+        -0.138_571_095_265_720_12,
+        9.984_369_578_019_572e-6,
+        1.505_632_735_149_311_6e-7,
+    ];
+    if x < 0.5 {
+        let pi = std::f64::consts::PI;
+        return (pi / (pi * x).sin().abs()).ln() - ln_gamma(1.0 - x);
+    }
+    let x = x - 1.0;
+    let series = COEFFICIENTS[1..].iter().enumerate().fold(COEFFICIENTS[0], |sum, (i, c)| sum + c / (x + i as f64 + 1.0));
+    let t = x + G + 0.5;
+    0.5 * (2.0 * std::f64::consts::PI).ln() + (x + 0.5) * t.ln() - t + series.ln()
+}
+
 /// The complementary error function by the Chebyshev fit of Numerical Recipes' `erfcc` (fractional error under
 /// 1.2e-7 everywhere): enough for p-values.
 fn erfc(x: f64) -> f64 {
@@ -92,6 +199,33 @@ pub fn table(a: &[EvalReport], b: &[EvalReport]) -> Result<String> {
         "\na - b: {:+.1} points; two-proportion z-test (pooled variance): z = {z:.2}, two-sided p = {p:.4}",
         100.0 * (pa.rate() - pb.rate())
     )?;
+    let (runs_a, runs_b) = (runs(a), runs(b));
+    if runs_a.len() > 1 || runs_b.len() > 1 {
+        out.push_str("\n| side | run (checkpoint) | files | success | rate |\n|---|---|---|---|---|\n");
+        for (name, side) in [("a", &runs_a), ("b", &runs_b)] {
+            for (run, files, pooled) in side.iter() {
+                let rate = 100.0 * pooled.rate();
+                writeln!(out, "| {name} | {run} | {files} | {}/{} | {rate:.1}% |", pooled.successes, pooled.episodes)?;
+            }
+        }
+        let rates = |side: &[(String, usize, Pooled)]| side.iter().map(|(_, _, p)| p.rate()).collect::<Vec<_>>();
+        let (ra, rb) = (rates(&runs_a), rates(&runs_b));
+        let mean = |r: &[f64]| 100.0 * r.iter().sum::<f64>() / r.len() as f64;
+        write!(
+            out,
+            "\ntraining runs as the unit: a {} runs (mean rate {:.1}%), b {} runs (mean rate {:.1}%); ",
+            ra.len(),
+            mean(&ra),
+            rb.len(),
+            mean(&rb)
+        )?;
+        match welch_t(&ra, &rb) {
+            Some((t, df, p)) => {
+                writeln!(out, "Welch's t-test on the per-run rates: t = {t:.2}, df = {df:.1}, two-sided p = {p:.4}")?
+            }
+            None => writeln!(out, "no test (it needs at least two runs per side, and some spread between them)")?,
+        }
+    }
     Ok(out)
 }
 
@@ -133,6 +267,59 @@ mod tests {
         let (z, p) = two_proportion_z(pooled(103, 400), pooled(58, 400));
         assert!((z - 3.968_2).abs() < 1e-4 && (p - 7.2416e-5).abs() < 1e-8, "the test is symmetric: z = {z}, p = {p}");
         assert_eq!(two_proportion_z(pooled(0, 50), pooled(0, 50)), (0.0, 1.0), "no successes anywhere: nothing to test");
+    }
+
+    #[test]
+    fn student_t_matches_closed_forms_and_tables() {
+        // df = 1: p = 1 - 2 atan|t| / pi; df = 2: p = 1 - |t| / sqrt(t² + 2).
+        for t in [0.0, 0.5, 2.47, 10.0, -3.0] {
+            let cauchy = 1.0 - 2.0 * f64::atan(f64::abs(t)) / std::f64::consts::PI;
+            assert!((student_t_two_sided(t, 1.0) - cauchy).abs() < 1e-10, "df 1, t {t}");
+            let two = 1.0 - f64::abs(t) / (t * t + 2.0).sqrt();
+            assert!((student_t_two_sided(t, 2.0) - two).abs() < 1e-10, "df 2, t {t}");
+        }
+        // The 97.5% quantile at df = 4 is 2.776445; numerical integration of the density at the other two.
+        for (t, df, want) in [(2.776_445_105, 4.0, 0.05), (2.0, 3.0, 0.139_325_969), (1.5, 7.5, 0.174_480_571)] {
+            let p = student_t_two_sided(t, df);
+            assert!((p - want).abs() < 1e-8, "t {t}, df {df}: p = {p}, expected {want}");
+        }
+        assert!((ln_gamma(0.5) - 0.5 * std::f64::consts::PI.ln()).abs() < 1e-13, "Γ(1/2) = sqrt(pi)");
+        assert!((ln_gamma(10.0) - 362_880f64.ln()).abs() < 1e-12, "Γ(10) = 9!");
+    }
+
+    #[test]
+    fn welch_t_matches_a_hand_computation() {
+        // means 0.485 and 0.365, variances 0.004075 and 0.001875 over three runs each: t = 0.12 / sqrt(0.0059 / 3),
+        // df = (0.0059/3)² / ((0.004075/3)² / 2 + (0.001875/3)² / 2); p by numerical integration of the density.
+        let (t, df, p) = welch_t(&[0.43, 0.47, 0.555], &[0.34, 0.415, 0.34]).unwrap();
+        assert!((t - 2.694_532_279).abs() < 1e-8, "t = {t}");
+        assert!((df - 3.518_916_568).abs() < 1e-8, "df = {df}");
+        assert!((p - 0.062_398_365).abs() < 1e-8, "p = {p}");
+        assert_eq!(welch_t(&[0.5], &[0.1, 0.2]), None, "one run on a side: no test");
+        assert_eq!(welch_t(&[0.5, 0.5], &[0.5, 0.5]), None, "no spread: no test");
+    }
+
+    #[test]
+    fn table_pools_episodes_and_compares_runs_as_the_unit() {
+        let eval = |checkpoint: &str, successes: usize| {
+            let mut report = crate::report::tests::report("push-button", "glue", "none", 15, successes);
+            report.checkpoint = checkpoint.into();
+            report
+        };
+        // Side a: two runs of two files each (43/100 and 47/100); side b: one run of two files.
+        let a = [eval("a0", 20), eval("a0", 23), eval("a1", 25), eval("a1", 22)];
+        let b = [eval("b0", 17), eval("b0", 17)];
+        let out = table(&a, &b).unwrap();
+        assert!(out.contains("| a | 4 | push-button | glue | 90/200 | 45.0% |"), "{out}");
+        assert!(out.contains("| a | a0 | 2 | 43/100 | 43.0% |") && out.contains("| a | a1 | 2 | 47/100 | 47.0% |"), "{out}");
+        assert!(out.contains("a 2 runs (mean rate 45.0%), b 1 runs (mean rate 34.0%); no test"), "{out}");
+        let b = [eval("b0", 17), eval("b1", 20)];
+        let out = table(&a, &b).unwrap();
+        let (t, df, p) = welch_t(&[0.43, 0.47], &[0.34, 0.40]).unwrap();
+        let line = format!("t = {t:.2}, df = {df:.1}, two-sided p = {p:.4}");
+        assert!(out.contains(&line), "{out}");
+        let single = table(&[eval("a0", 20)], &[eval("b0", 10)]).unwrap();
+        assert!(!single.contains("training runs as the unit"), "one run per side: the episode test only\n{single}");
     }
 
     #[test]

@@ -232,7 +232,8 @@ enum Command {
         out: PathBuf,
     },
     /// Pool the episodes of several eval.json files per side and test whether side a's success rate differs from
-    /// side b's (two-proportion z-test, two-sided), with each side's 95% Wilson interval.
+    /// side b's (two-proportion z-test, two-sided), with each side's 95% Wilson interval; when a side holds several
+    /// checkpoints (training runs), also their per-run rates and Welch's t-test with the runs as the unit.
     Compare {
         /// Side a: eval.json files, or folders holding one.
         #[arg(long, num_args = 1.., required = true)]

@@ -202,11 +202,12 @@ pub fn write(study: &Path, out: &Path) -> Result<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::eval::{Keypoints, Latency, wilson_95};
 
-    fn report(task: &str, policy: &str, variant: &str, k: usize, successes: usize) -> EvalReport {
+    /// A 50-episode evaluation with the given cell and success count (also used by `compare`'s tests).
+    pub(crate) fn report(task: &str, policy: &str, variant: &str, k: usize, successes: usize) -> EvalReport {
         EvalReport {
             checkpoint: "c".into(),
             policy: policy.into(),
