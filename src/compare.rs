@@ -210,15 +210,12 @@ pub fn table(a: &[EvalReport], b: &[EvalReport]) -> Result<String> {
         }
         let rates = |side: &[(String, usize, Pooled)]| side.iter().map(|(_, _, p)| p.rate()).collect::<Vec<_>>();
         let (ra, rb) = (rates(&runs_a), rates(&runs_b));
-        let mean = |r: &[f64]| 100.0 * r.iter().sum::<f64>() / r.len() as f64;
-        write!(
-            out,
-            "\ntraining runs as the unit: a {} runs (mean rate {:.1}%), b {} runs (mean rate {:.1}%); ",
-            ra.len(),
-            mean(&ra),
-            rb.len(),
-            mean(&rb)
-        )?;
+        let side = |r: &[f64]| {
+            let mean = 100.0 * r.iter().sum::<f64>() / r.len() as f64;
+            let noun = if r.len() == 1 { "run" } else { "runs" };
+            format!("{} {noun} (mean rate {mean:.1}%)", r.len())
+        };
+        write!(out, "\ntraining runs as the unit: a {}, b {}; ", side(&ra), side(&rb))?;
         match welch_t(&ra, &rb) {
             Some((t, df, p)) => {
                 writeln!(out, "Welch's t-test on the per-run rates: t = {t:.2}, df = {df:.1}, two-sided p = {p:.4}")?
@@ -312,7 +309,7 @@ mod tests {
         let out = table(&a, &b).unwrap();
         assert!(out.contains("| a | 4 | push-button | glue | 90/200 | 45.0% |"), "{out}");
         assert!(out.contains("| a | a0 | 2 | 43/100 | 43.0% |") && out.contains("| a | a1 | 2 | 47/100 | 47.0% |"), "{out}");
-        assert!(out.contains("a 2 runs (mean rate 45.0%), b 1 runs (mean rate 34.0%); no test"), "{out}");
+        assert!(out.contains("a 2 runs (mean rate 45.0%), b 1 run (mean rate 34.0%); no test"), "{out}");
         let b = [eval("b0", 17), eval("b1", 20)];
         let out = table(&a, &b).unwrap();
         let (t, df, p) = welch_t(&[0.43, 0.47], &[0.34, 0.40]).unwrap();

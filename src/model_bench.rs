@@ -86,6 +86,11 @@ fn scene() -> (RgbImage, [f32; 15], Vec<[f32; 3]>) {
     (image, [0.1; 15], keypoints)
 }
 
+/// The policy input of [`scene`]'s frame with `key_features`.
+fn scene_frame<'a>(image: &'a RgbImage, state: &'a [f32], keypoints: &'a [[f32; 3]], key_features: &'a [f32]) -> Frame<'a> {
+    Frame { image: image.as_raw(), width: 224, height: 224, state: &state[..7], keypoints, key_features: Some(key_features) }
+}
+
 fn unit_normalizer(state_dim: usize) -> Normalizer {
     let r = |n| Range { min: vec![-1.0; n], max: vec![1.0; n], constant_span: CONSTANT_SPAN };
     Normalizer { state: r(state_dim), action: r(8) }
@@ -109,14 +114,7 @@ fn glue_inference(size: ModelSize, repeats: usize, device: &Device) -> eyre::Res
     let timing = time(repeats, || {
         let result = (|| -> eyre::Result<()> {
             let current = key_features(&local, &[&image], &[keypoints.clone()], device)?.remove(0);
-            let frame = Frame {
-                image: image.as_raw(),
-                width: 224,
-                height: 224,
-                state: &state[..7],
-                keypoints: &keypoints,
-                key_features: Some(&previous),
-            };
+            let frame = scene_frame(&image, &state, &keypoints, &previous);
             let frames = [frame, Frame { key_features: Some(&current), ..frame }];
             let crops = [Crop::centered(224, 224, config.crop_ratio); 2];
             let obs = observations(&frames, &crops, config.image_size, config.fusion.grid, &normalizer, device);
@@ -198,14 +196,7 @@ pub fn run(only: &[String], repeats: usize, device: &Device) -> eyre::Result<Vec
                 let normalizer = unit_normalizer(config.state_dim);
                 let (image, state, keypoints) = scene();
                 let features = vec![0.5f32; keypoints.len() * config.fusion.local_dim];
-                let frame = Frame {
-                    image: image.as_raw(),
-                    width: 224,
-                    height: 224,
-                    state: &state[..7],
-                    keypoints: &keypoints,
-                    key_features: Some(&features),
-                };
+                let frame = scene_frame(&image, &state, &keypoints, &features);
                 let frames = vec![frame; 64];
                 let crops = vec![Crop::random(224, 224, config.crop_ratio, 0.3, 0.6); 64];
                 let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
