@@ -305,7 +305,7 @@ fn inspect_rejects_damaged_files_with_a_clear_message() {
     let foreign = dir.join("foreign.arrow");
     write_foreign_arrow(&foreign);
 
-    // What recording.rs says for each (ErrorKind's Display), loosely.
+    // What src/recording says for each (ErrorKind's Display), loosely.
     let cases: [(&Path, &[&str]); 4] = [
         (&half, &["incomplete episode", "truncated", "0 intact ticks"]), // finished files hold one batch
         (&random, &["not an arrow ipc file", "0 ticks readable"]),
