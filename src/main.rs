@@ -467,6 +467,10 @@ struct TrainArgs {
     /// Wall-clock budget of this invocation in minutes: the epochs (and the cosine schedule) shrink to what fits.
     #[arg(long)]
     max_minutes: Option<f64>,
+    /// GLUE: the share of training samples (0-1) shown as if grounding found nothing: every keypoint invisible,
+    /// every key patch zeroed, as in a fully occluded scene at inference (not in the paper; default 0).
+    #[arg(long)]
+    keypoint_dropout: Option<f32>,
     #[arg(long, value_enum, default_value = "cpu")]
     device: DeviceKind,
 }
@@ -515,6 +519,7 @@ fn train_config(args: &TrainArgs) -> eyre::Result<TrainConfig> {
     config.val_fraction = args.val_fraction.unwrap_or(config.val_fraction);
     config.constant_span = args.constant_span.unwrap_or(config.constant_span);
     config.max_minutes = args.max_minutes;
+    config.keypoint_dropout = args.keypoint_dropout.unwrap_or(config.keypoint_dropout);
     Ok(config)
 }
 

@@ -82,6 +82,12 @@ pub struct TrainConfig {
     /// for, so a slow first epoch that shortened the run can be made up for).
     #[serde(default)]
     pub max_minutes: Option<f64>,
+    /// GLUE: the share of training samples shown as if grounding had found no task object (every keypoint
+    /// invisible at the image centre, every key patch zeroed: [`crate::annotate::first_frame_keypoints`]'
+    /// fallback for a fully occluded scene), so that the policy learns to act from the global tokens alone. Not in
+    /// the paper; 0 (the default, and what a `train.json` without the field reads as) trains as the paper does.
+    #[serde(default)]
+    pub keypoint_dropout: f32,
 }
 
 impl TrainConfig {
@@ -112,6 +118,7 @@ impl TrainConfig {
             seed: 0,
             checkpoint_every: 5,
             max_minutes: None,
+            keypoint_dropout: 0.0,
         }
     }
 }
@@ -166,6 +173,26 @@ struct Dataset {
     /// `[demo][tick]` key features `N x C` (GLUE).
     key_features: Option<Vec<Vec<Vec<f32>>>>,
     normalizer: Normalizer,
+    /// GLUE: [`TrainConfig::keypoint_dropout`] and the input it substitutes.
+    keypoint_dropout: f32,
+    unseen: Option<Unseen>,
+}
+
+/// GLUE's input when grounding finds no task object, as [`crate::annotate::first_frame_keypoints`] gives it at
+/// inference: `N` keypoints invisible at the image centre (per demo, `[demo]`) and `N x C` zero key features.
+struct Unseen {
+    keypoints: Vec<Vec<[f32; 3]>>,
+    features: Vec<f32>,
+}
+
+impl Unseen {
+    fn new(demos: &[Demo], key_features: &[Vec<Vec<f32>>]) -> Self {
+        let keypoints = demos
+            .iter()
+            .map(|d| vec![[d.width as f32 / 2.0, d.height as f32 / 2.0, 0.0]; d.keypoints[0].len()])
+            .collect();
+        Self { keypoints, features: vec![0.0; key_features[0][0].len()] }
+    }
 }
 
 impl Dataset {
@@ -188,14 +215,26 @@ impl Dataset {
                 Some(r) => Crop::random(demo.width, demo.height, config.crop_ratio, r.random(), r.random()),
                 None => Crop::centered(demo.width, demo.height, config.crop_ratio),
             };
+            // Drawn only when dropping out, so that runs without it keep their random stream.
+            let unseen = match (rng.as_deref_mut(), &self.unseen) {
+                (Some(r), Some(u)) if self.keypoint_dropout > 0.0 => (r.random::<f32>() < self.keypoint_dropout).then_some(u),
+                _ => None,
+            };
             for t in obs_ticks(s.t, to) {
+                let (keypoints, key_features) = match unseen {
+                    Some(u) => (u.keypoints[s.demo].as_slice(), Some(u.features.as_slice())),
+                    None => (
+                        demo.keypoints.get(t).map_or(&[][..], Vec::as_slice),
+                        self.key_features.as_ref().map(|k| k[s.demo][t].as_slice()),
+                    ),
+                };
                 frames.push(Frame {
                     image: &demo.images[t],
                     width: demo.width,
                     height: demo.height,
                     state: &demo.states[t][..config.state_dim],
-                    keypoints: demo.keypoints.get(t).map_or(&[], Vec::as_slice),
-                    key_features: self.key_features.as_ref().map(|k| k[s.demo][t].as_slice()),
+                    keypoints,
+                    key_features,
                 });
                 crops.push(crop);
             }
@@ -379,6 +418,16 @@ fn run(mut config: TrainConfig, out: &Path, resume: bool, device: &Device) -> Re
     std::fs::write(out.join("train.json"), serde_json::to_string_pretty(&config)?)?;
 
     let glue = config.policy.policy.uses_key_patches();
+    ensure!(
+        (0.0..=1.0).contains(&config.keypoint_dropout),
+        "keypoint_dropout: expected a share in [0, 1], got {}",
+        config.keypoint_dropout
+    );
+    ensure!(
+        config.keypoint_dropout == 0.0 || glue,
+        "keypoint_dropout applies to GLUE's key patches; --policy {} has none",
+        config.policy.policy.name()
+    );
     let (demos, failed, source) = load_demos(&config.data, glue)?;
     let trained_on =
         TrainedOn { task: demos[0].task.clone(), episodes: demos.len(), frames: demos.iter().map(Demo::len).sum() };
@@ -416,7 +465,8 @@ fn run(mut config: TrainConfig, out: &Path, resume: bool, device: &Device) -> Re
     } else {
         None
     };
-    let data = Dataset { demos, key_features, normalizer };
+    let unseen = key_features.as_deref().map(|k| Unseen::new(&demos, k));
+    let data = Dataset { demos, key_features, normalizer, keypoint_dropout: config.keypoint_dropout, unseen };
     let train_samples = samples(&data.demos, &train_ids);
     let val_all = samples(&data.demos, &val_ids);
     let stride = (val_all.len() / config.val_samples.max(1)).max(1);
@@ -695,7 +745,72 @@ fn write_metrics(out: &Path, history: &[EpochRow]) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::epochs_within_budget;
+    use super::*;
+    use crate::policy::{ModelSize, PolicyKind};
+
+    /// One 64x64 demo of 3 ticks, 2 visible keypoints, key features all 1.
+    fn dataset(keypoint_dropout: f32) -> Dataset {
+        let (ticks, n, c) = (3, 2, 4);
+        let demo = Demo {
+            path: PathBuf::from("demo.arrow"),
+            task: "push-button".to_owned(),
+            width: 64,
+            height: 64,
+            images: vec![vec![100u8; 64 * 64 * 3]; ticks],
+            states: vec![[0.0; 15]; ticks],
+            actions: vec![[0.0; 8]; ticks],
+            keypoints: vec![vec![[10.0, 10.0, 1.0], [50.0, 40.0, 1.0]]; ticks],
+        };
+        let key_features = vec![vec![vec![1.0f32; n * c]; ticks]];
+        let range = |d| Range { min: vec![-1.0; d], max: vec![1.0; d], constant_span: CONSTANT_SPAN };
+        let demos = vec![demo];
+        let unseen = Some(Unseen::new(&demos, &key_features));
+        Dataset {
+            demos,
+            key_features: Some(key_features),
+            normalizer: Normalizer { state: range(7), action: range(8) },
+            keypoint_dropout,
+            unseen,
+        }
+    }
+
+    /// Per sample of a batch of `rows` at tick 2 (training crops when `train`): whether its key features are all
+    /// zero, and whether its keypoints share one cell.
+    fn unseen_rows(data: &Dataset, rows: usize, train: bool) -> Vec<(bool, bool)> {
+        let config = PolicyConfig::new(PolicyKind::Glue, ModelSize::Small);
+        let batch = vec![Sample { demo: 0, t: 2 }; rows];
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let (obs, _) = data.batch(&config, &batch, train.then_some(&mut rng), &Device::flex());
+        let patches = obs.key_patches.expect("GLUE batches carry key patches");
+        let features: Vec<f32> = patches.features.into_data().try_to_vec().unwrap();
+        let cells: Vec<i64> = patches.cells.into_data().convert::<i64>().try_to_vec().unwrap();
+        let to = config.n_obs_steps;
+        let per_frame = features.len() / (rows * to);
+        (0..rows)
+            .map(|r| {
+                let rows_of_sample = r * to..(r + 1) * to;
+                let values = &features[rows_of_sample.start * per_frame..rows_of_sample.end * per_frame];
+                let zero = values.iter().all(|&v| v == 0.0);
+                let same_cell = rows_of_sample.clone().all(|f| cells[2 * f] == cells[2 * f + 1]);
+                (zero, same_cell)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn keypoint_dropout_shows_a_share_of_training_samples_as_unseen() {
+        // Always: every sample zeroed, both keypoints in the centre's cell.
+        assert!(unseen_rows(&dataset(1.0), 8, true).iter().all(|&r| r == (true, true)));
+        // Never: the recorded features and two distinct cells.
+        assert!(unseen_rows(&dataset(0.0), 8, true).iter().all(|&r| r == (false, false)));
+        // Validation batches (no random crop) are never dropped.
+        assert!(unseen_rows(&dataset(1.0), 8, false).iter().all(|&r| r == (false, false)));
+        // A share of 0.3: about 60 of 200 samples, each one whole (zeroed and moved together).
+        let rows = unseen_rows(&dataset(0.3), 200, true);
+        assert!(rows.iter().all(|&(zero, same)| zero == same), "{rows:?}");
+        let dropped = rows.iter().filter(|r| r.0).count();
+        assert!((35..=85).contains(&dropped), "{dropped} of 200 dropped at 0.3");
+    }
 
     #[test]
     fn a_slow_first_epoch_shortens_the_run_and_later_epochs_lengthen_it_again() {
