@@ -414,9 +414,6 @@ fn run(mut config: TrainConfig, out: &Path, resume: bool, device: &Device) -> Re
     config.policy.validate()?;
     ensure!(config.batch_size > 0 && config.epochs > 0, "batch_size and epochs must be positive");
     ensure!(config.max_minutes.is_none_or(|m| m > 0.0), "max_minutes must be positive");
-    std::fs::create_dir_all(out).wrap_err_with(|| format!("cannot create {}", out.display()))?;
-    std::fs::write(out.join("train.json"), serde_json::to_string_pretty(&config)?)?;
-
     let glue = config.policy.policy.uses_key_patches();
     ensure!(
         (0.0..=1.0).contains(&config.keypoint_dropout),
@@ -428,6 +425,9 @@ fn run(mut config: TrainConfig, out: &Path, resume: bool, device: &Device) -> Re
         "keypoint_dropout applies to GLUE's key patches; --policy {} has none",
         config.policy.policy.name()
     );
+    std::fs::create_dir_all(out).wrap_err_with(|| format!("cannot create {}", out.display()))?;
+    std::fs::write(out.join("train.json"), serde_json::to_string_pretty(&config)?)?;
+
     let (demos, failed, source) = load_demos(&config.data, glue)?;
     let trained_on =
         TrainedOn { task: demos[0].task.clone(), episodes: demos.len(), frames: demos.iter().map(Demo::len).sum() };
@@ -810,6 +810,23 @@ mod tests {
         assert!(rows.iter().all(|&(zero, same)| zero == same), "{rows:?}");
         let dropped = rows.iter().filter(|r| r.0).count();
         assert!((35..=85).contains(&dropped), "{dropped} of 200 dropped at 0.3");
+    }
+
+    #[test]
+    fn a_bad_keypoint_dropout_stops_the_run_before_its_folder_is_made() {
+        let out = std::env::temp_dir().join(format!("glue-keypoint-dropout-check-{}", std::process::id()));
+        let cases = [
+            (PolicyKind::Glue, 1.5, "keypoint_dropout: expected a share in [0, 1], got 1.5"),
+            (PolicyKind::Glue, f32::NAN, "keypoint_dropout: expected a share in [0, 1], got NaN"),
+            (PolicyKind::Dp, 0.2, "keypoint_dropout applies to GLUE's key patches; --policy dp has none"),
+        ];
+        for (policy, share, says) in cases {
+            let mut config = TrainConfig::new(PolicyConfig::new(policy, ModelSize::Small), vec![PathBuf::from("demos")]);
+            config.keypoint_dropout = share;
+            let err = train(config, &out, &Device::flex()).expect_err("an invalid share must stop the run").to_string();
+            assert_eq!(err, says);
+            assert!(!out.exists(), "{} was created for a run that cannot start", out.display());
+        }
     }
 
     #[test]
