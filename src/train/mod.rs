@@ -173,25 +173,30 @@ struct Dataset {
     /// `[demo][tick]` key features `N x C` (GLUE).
     key_features: Option<Vec<Vec<Vec<f32>>>>,
     normalizer: Normalizer,
-    /// GLUE: [`TrainConfig::keypoint_dropout`] and the input it substitutes.
-    keypoint_dropout: f32,
-    unseen: Option<Unseen>,
+    /// GLUE with [`TrainConfig::keypoint_dropout`] above 0.
+    keypoint_dropout: Option<KeypointDropout>,
 }
 
-/// GLUE's input when grounding finds no task object, as [`crate::annotate::first_frame_keypoints`] gives it at
-/// inference: `N` keypoints invisible at the image centre (per demo, `[demo]`) and `N x C` zero key features.
-struct Unseen {
+/// [`TrainConfig::keypoint_dropout`]: its share, and GLUE's input when grounding finds no task object, as
+/// [`crate::annotate::first_frame_keypoints`] gives it at inference: `N` keypoints invisible at the image centre
+/// (per demo, `[demo]`) and `N x C` zero key features.
+struct KeypointDropout {
+    share: f32,
     keypoints: Vec<Vec<[f32; 3]>>,
     features: Vec<f32>,
 }
 
-impl Unseen {
-    fn new(demos: &[Demo], key_features: &[Vec<Vec<f32>>]) -> Self {
-        let keypoints = demos
-            .iter()
-            .map(|d| vec![[d.width as f32 / 2.0, d.height as f32 / 2.0, 0.0]; d.keypoints[0].len()])
-            .collect();
-        Self { keypoints, features: vec![0.0; key_features[0][0].len()] }
+impl KeypointDropout {
+    /// `None` for a share of 0 (the paper's training).
+    fn new(share: f32, demos: &[Demo], key_features: &[Vec<Vec<f32>>]) -> Option<Self> {
+        (share > 0.0).then(|| Self {
+            share,
+            keypoints: demos
+                .iter()
+                .map(|d| vec![[d.width as f32 / 2.0, d.height as f32 / 2.0, 0.0]; d.keypoints[0].len()])
+                .collect(),
+            features: vec![0.0; key_features[0][0].len()],
+        })
     }
 }
 
@@ -216,8 +221,8 @@ impl Dataset {
                 None => Crop::centered(demo.width, demo.height, config.crop_ratio),
             };
             // Drawn only when dropping out, so that runs without it keep their random stream.
-            let unseen = match (rng.as_deref_mut(), &self.unseen) {
-                (Some(r), Some(u)) if self.keypoint_dropout > 0.0 => (r.random::<f32>() < self.keypoint_dropout).then_some(u),
+            let unseen = match (rng.as_deref_mut(), &self.keypoint_dropout) {
+                (Some(r), Some(dropout)) => (r.random::<f32>() < dropout.share).then_some(dropout),
                 _ => None,
             };
             for t in obs_ticks(s.t, to) {
@@ -465,8 +470,9 @@ fn run(mut config: TrainConfig, out: &Path, resume: bool, device: &Device) -> Re
     } else {
         None
     };
-    let unseen = key_features.as_deref().map(|k| Unseen::new(&demos, k));
-    let data = Dataset { demos, key_features, normalizer, keypoint_dropout: config.keypoint_dropout, unseen };
+    let keypoint_dropout =
+        key_features.as_deref().and_then(|k| KeypointDropout::new(config.keypoint_dropout, &demos, k));
+    let data = Dataset { demos, key_features, normalizer, keypoint_dropout };
     let train_samples = samples(&data.demos, &train_ids);
     let val_all = samples(&data.demos, &val_ids);
     let stride = (val_all.len() / config.val_samples.max(1)).max(1);
@@ -764,13 +770,12 @@ mod tests {
         let key_features = vec![vec![vec![1.0f32; n * c]; ticks]];
         let range = |d| Range { min: vec![-1.0; d], max: vec![1.0; d], constant_span: CONSTANT_SPAN };
         let demos = vec![demo];
-        let unseen = Some(Unseen::new(&demos, &key_features));
+        let keypoint_dropout = KeypointDropout::new(keypoint_dropout, &demos, &key_features);
         Dataset {
             demos,
             key_features: Some(key_features),
             normalizer: Normalizer { state: range(7), action: range(8) },
             keypoint_dropout,
-            unseen,
         }
     }
 
