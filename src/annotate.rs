@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
-use eyre::{Result, WrapErr, ensure, eyre};
+use eyre::{Result, WrapErr, bail, ensure, eyre};
 use image::RgbImage;
 
 use crate::keypoints::{Grounder, OracleGrounder, extract_keypoints};
@@ -41,6 +41,31 @@ pub fn first_frame_keypoints(
     let keypoints = extract_keypoints(encoder, image, &masks, k.min(pixels), seed, device)?;
     let found: Vec<[f32; 3]> = keypoints.iter().map(|p| [p.x, p.y, 1.0]).collect();
     Ok((0..k).map(|i| found[i % found.len()]).collect())
+}
+
+/// Moves the keypoints of a first frame on which grounding found nothing (every one invisible, as
+/// [`first_frame_keypoints`] places them at the image centre) to `at` (pixels), still invisible; keypoints of a
+/// frame where something was found are left alone. Where the placeholders sit is what the policy reads from the key
+/// patches' positional encodings when their features are zeroed: the image centre may be a cell no demonstration
+/// visits (push-button's buttons lie in the lower third of the frame), the demonstrations' mean keypoint position
+/// is where the objects usually are (`glue eval --unseen-at`, the grounding node's `UNSEEN_AT`).
+pub fn place_unseen(keypoints: &mut [[f32; 3]], at: [f32; 2]) {
+    if keypoints.iter().all(|p| p[2] <= 0.0) {
+        keypoints.iter_mut().for_each(|p| *p = [at[0], at[1], 0.0]);
+    }
+}
+
+/// Parses `X,Y` (pixels) for [`place_unseen`]: two finite numbers.
+pub fn parse_unseen_at(text: &str) -> Result<[f32; 2]> {
+    let parts: Vec<&str> = text.split(',').map(str::trim).collect();
+    let [x, y] = parts[..] else {
+        bail!("unseen-at: expected `X,Y` in pixels (two numbers), got `{text}`");
+    };
+    let num = |s: &str| s.parse::<f32>().ok().filter(|v| v.is_finite());
+    match (num(x), num(y)) {
+        (Some(x), Some(y)) => Ok([x, y]),
+        _ => bail!("unseen-at: expected `X,Y` in pixels (two finite numbers), got `{text}`"),
+    }
 }
 
 /// An episode's keypoints after its first frame: the KLT tracker following them, or, when grounding found no task
@@ -167,5 +192,21 @@ mod tests {
         assert_eq!(init.len(), 5);
         assert_eq!((init[3], init[4]), (init[0], init[1]));
         assert!(init.iter().all(|p| p[1] == 5.5 && (7.0..10.0).contains(&p[0])), "{init:?}");
+    }
+
+    #[test]
+    fn only_keypoints_of_a_frame_where_nothing_was_found_move() {
+        let mut unseen = vec![[16.0, 12.0, 0.0]; 3];
+        place_unseen(&mut unseen, [5.0, 20.0]);
+        assert_eq!(unseen, vec![[5.0, 20.0, 0.0]; 3]);
+        // One visible keypoint: the frame's object was found, nothing moves (invisible ones are tracker output).
+        let mut found = vec![[3.0, 4.0, 1.0], [16.0, 12.0, 0.0]];
+        place_unseen(&mut found, [5.0, 20.0]);
+        assert_eq!(found, vec![[3.0, 4.0, 1.0], [16.0, 12.0, 0.0]]);
+        assert_eq!(parse_unseen_at(" 102.5, 178").unwrap(), [102.5, 178.0]);
+        for bad in ["102", "1,2,3", "x,4", "nan,4", ""] {
+            let err = parse_unseen_at(bad).unwrap_err().to_string();
+            assert!(err.contains("unseen-at") && err.contains("X,Y"), "{bad}: {err}");
+        }
     }
 }

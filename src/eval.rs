@@ -17,7 +17,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::annotate::{EpisodeTracks, first_frame_keypoints};
+use crate::annotate::{EpisodeTracks, first_frame_keypoints, place_unseen};
 use crate::collect::{episode_info, tick};
 use crate::keypoints::OracleGrounder;
 use crate::vit::GridEncoder;
@@ -66,6 +66,9 @@ pub struct EvalConfig {
     pub parallel: usize,
     /// Temporal-ensembling coefficient (the policy node's `TEMPORAL_ENSEMBLE`); `None` executes whole chunks.
     pub temporal_ensemble: Option<f32>,
+    /// Where the keypoints of an episode whose first frame shows no queried object sit, in pixels
+    /// ([`crate::annotate::place_unseen`]; the grounding node's `UNSEEN_AT`); `None`: the image centre.
+    pub unseen_at: Option<[f32; 2]>,
 }
 
 /// One episode's outcome.
@@ -226,6 +229,9 @@ pub struct EvalReport {
     /// Temporal-ensembling coefficient, `None` for whole chunks.
     #[serde(default)]
     pub temporal_ensemble: Option<f32>,
+    /// [`EvalConfig::unseen_at`]; absent: the image centre.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unseen_at: Option<[f32; 2]>,
     pub latency: Latency,
     pub per_episode: Vec<EpisodeResult>,
 }
@@ -399,7 +405,10 @@ pub fn evaluate(config: &EvalConfig, out: &Path, device: &Device) -> Result<Eval
                 let encoder = grid.as_ref().expect("loaded for the tracker mode");
                 let (obs, image, keypoints) = e.current.as_mut().expect("observed above");
                 let grounder = OracleGrounder::new(episode_info(&e.sim, e.index).objects, w, h, obs.image.instance.clone())?;
-                let init = first_frame_keypoints(&grounder, encoder, image, &e.spec.task.text_query(), config.k, 0, device)?;
+                let mut init = first_frame_keypoints(&grounder, encoder, image, &e.spec.task.text_query(), config.k, 0, device)?;
+                if let Some(at) = config.unseen_at {
+                    place_unseen(&mut init, at);
+                }
                 let tracker = EpisodeTracks::start(image, &init)?;
                 *keypoints = tracker.current();
                 e.tracker = Some(tracker);
@@ -563,6 +572,7 @@ fn write_report(config: &EvalConfig, policy: &str, results: Vec<EpisodeResult>, 
         wilson_95: wilson_95(successes, results.len()),
         parallel: config.parallel,
         temporal_ensemble: config.temporal_ensemble,
+        unseen_at: config.unseen_at,
         latency,
         per_episode: results,
     };
@@ -616,6 +626,7 @@ pub fn evaluate_in_dataflow(config: &EvalConfig, out: &Path, setup: &DataflowSet
         ("grounding", "WEIGHTS", path(&config.keypoint_weights, "--keypoint-weights")?),
         ("grounding", "K", config.k.to_string()),
         ("grounding", "SEED", "0".to_string()),
+        ("grounding", "UNSEEN_AT", config.unseen_at.map(|[x, y]| format!("{x},{y}")).unwrap_or_default()),
         ("encoder", "CHECKPOINT", checkpoint.clone()),
         ("policy", "CHECKPOINT", checkpoint),
         ("policy", "SEED", config.seed.to_string()),
@@ -757,6 +768,7 @@ mod tests {
             wilson_95: wilson_95(1, 5),
             parallel: 1,
             temporal_ensemble: None,
+            unseen_at: None,
             latency: Latency::default(),
             per_episode: vec![
                 episode(true, true, false, 0.01),

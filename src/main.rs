@@ -195,6 +195,11 @@ enum Command {
         /// tick, weighted exp(-M·i) from the oldest chunk (ACT uses 0.01). Off: execute each chunk's actions.
         #[arg(long, value_name = "M")]
         temporal_ensemble: Option<f32>,
+        /// Where an episode's keypoints sit (invisible, key patches zeroed) when its first frame shows no queried
+        /// object, in pixels of the frame; default: the image centre. The demonstrations' mean keypoint position puts
+        /// them where the objects usually are (docs/results.md, "when grounding finds nothing").
+        #[arg(long, value_name = "X,Y", value_parser = glue::annotate::parse_unseen_at)]
+        unseen_at: Option<[f32; 2]>,
         /// Run the episodes through the dora graph (`dora run`, one episode at a time) instead of in-process: the
         /// same nodes as the README's main job, its episodes kept in OUT/episodes, its settings in OUT/dataflow.yml.
         #[arg(long)]
@@ -542,6 +547,7 @@ fn loop_bench(repeats: u32, device: &burn::tensor::Device) -> eyre::Result<Strin
         keypoint_weights: PathBuf::from(SMALL_LOCAL_ENCODER),
         parallel: 1,
         temporal_ensemble: None,
+        unseen_at: None,
     };
     let report = glue::eval::evaluate(&config, &out, device);
     std::fs::remove_dir_all(&out).ok();
@@ -715,7 +721,7 @@ fn run(cli: Cli) -> eyre::Result<bool> {
             }
         }
         Command::Train(args) => train(args)?,
-        Command::Eval { checkpoint, scene, episodes, seed_start, keypoints, k, keypoint_weights, video, record, seed, parallel, temporal_ensemble, dataflow, graph, out, device } => {
+        Command::Eval { checkpoint, scene, episodes, seed_start, keypoints, k, keypoint_weights, video, record, seed, parallel, temporal_ensemble, unseen_at, dataflow, graph, out, device } => {
             eyre::ensure!(episodes >= 1, "--episodes: expected at least 1");
             let config = EvalConfig {
                 checkpoint,
@@ -732,6 +738,7 @@ fn run(cli: Cli) -> eyre::Result<bool> {
                 keypoint_weights,
                 parallel,
                 temporal_ensemble,
+                unseen_at,
             };
             let report = if dataflow {
                 eyre::ensure!(device == DeviceKind::Cpu, "--device {device:?}: the graph's nodes run on the CPU; --device is for the in-process evaluation");

@@ -222,6 +222,7 @@ pub(crate) mod tests {
             wilson_95: wilson_95(successes, 50),
             parallel: 10,
             temporal_ensemble: None,
+            unseen_at: None,
             latency: Latency::default(),
             per_episode: Vec::new(),
         }

@@ -143,6 +143,7 @@ fn graph_matches_eval(name: &str, task: TaskKind, episodes: u64, seed_start: u64
         keypoint_weights: root().join("checkpoints/local-vit-small"),
         parallel: 1,
         temporal_ensemble,
+        unseen_at: None,
     };
     let setup = glue::eval::DataflowSetup { graph: root().join("dataflow.sim.yml"), dora: dora(), binaries: root().join("target/release") };
     let graph_report = glue::eval::evaluate_in_dataflow(&config, &dir.join("graph"), &setup).unwrap();
