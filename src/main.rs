@@ -197,7 +197,8 @@ enum Command {
         temporal_ensemble: Option<f32>,
         /// Where an episode's keypoints sit (invisible, key patches zeroed) when its first frame shows no queried
         /// object, in pixels of the frame; default: the image centre. The demonstrations' mean keypoint position puts
-        /// them where the objects usually are (docs/results.md, "when grounding finds nothing").
+        /// them where the objects usually are (measured on push-button: no change; docs/results.md, "When grounding
+        /// finds nothing").
         #[arg(long, value_name = "X,Y", value_parser = glue::annotate::parse_unseen_at)]
         unseen_at: Option<[f32; 2]>,
         /// Run the episodes through the dora graph (`dora run`, one episode at a time) instead of in-process: the
