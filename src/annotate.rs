@@ -19,8 +19,13 @@ use crate::vit::GridEncoder;
 
 /// Keypoints of one first frame: `queries` grounded by `grounder`, then `k` keypoints (all visible) on the objects
 /// in view (repeated when the objects show fewer than `k` pixels). When no queried object is in view (fully
-/// occluded, say) there is nothing to extract: `k` keypoints at the image centre marked invisible, whose key
-/// patches the policy zeroes (sec. III-C), for the whole episode (see [`EpisodeTracks`]).
+/// occluded, say) there is nothing to extract: `k` keypoints marked invisible, whose key patches the policy zeroes
+/// (sec. III-C), for the whole episode (see [`EpisodeTracks`]), at `unseen_at` (pixels) or else the image centre.
+/// Where they sit is what the policy reads from the key patches' positional encodings when their features are
+/// zeroed: the image centre may be a cell no demonstration visits (push-button's buttons lie in the lower third of
+/// the frame), the demonstrations' mean keypoint position is where the objects usually are (`glue eval
+/// --unseen-at`, the grounding node's `UNSEEN_AT`). Measured on push-button's hidden-button scenes, the choice did
+/// not change what two GLUE runs did (docs/results.md).
 pub fn first_frame_keypoints(
     grounder: &dyn Grounder,
     encoder: &GridEncoder,
@@ -28,12 +33,14 @@ pub fn first_frame_keypoints(
     queries: &[String],
     k: usize,
     seed: u64,
+    unseen_at: Option<[f32; 2]>,
     device: &Device,
 ) -> Result<Vec<[f32; 3]>> {
     let masks: Vec<_> = grounder.ground(image, queries)?.into_iter().filter(|m| m.area() > 0).collect();
     if masks.is_empty() {
         let (w, h) = image.dimensions();
-        return Ok(vec![[w as f32 / 2.0, h as f32 / 2.0, 0.0]; k]);
+        let [x, y] = unseen_at.unwrap_or([w as f32 / 2.0, h as f32 / 2.0]);
+        return Ok(vec![[x, y, 0.0]; k]);
     }
     // An object barely in view can have fewer pixels than keypoints: extract what fits, then repeat those so the
     // episode still has `k` (the policy attends over a set; duplicates add no information but keep the count).
@@ -43,20 +50,7 @@ pub fn first_frame_keypoints(
     Ok((0..k).map(|i| found[i % found.len()]).collect())
 }
 
-/// Moves the keypoints of a first frame on which grounding found nothing (every one invisible, as
-/// [`first_frame_keypoints`] places them at the image centre) to `at` (pixels), still invisible; keypoints of a
-/// frame where something was found are left alone. Where the placeholders sit is what the policy reads from the key
-/// patches' positional encodings when their features are zeroed: the image centre may be a cell no demonstration
-/// visits (push-button's buttons lie in the lower third of the frame), the demonstrations' mean keypoint position
-/// is where the objects usually are (`glue eval --unseen-at`, the grounding node's `UNSEEN_AT`). Measured on
-/// push-button's hidden-button scenes, the choice did not change what two GLUE runs did (docs/results.md).
-pub fn place_unseen(keypoints: &mut [[f32; 3]], at: [f32; 2]) {
-    if keypoints.iter().all(|p| p[2] <= 0.0) {
-        keypoints.iter_mut().for_each(|p| *p = [at[0], at[1], 0.0]);
-    }
-}
-
-/// Parses `X,Y` (pixels) for [`place_unseen`]: two finite numbers.
+/// Parses `X,Y` (pixels), [`first_frame_keypoints`]' `unseen_at`: two finite numbers.
 pub fn parse_unseen_at(text: &str) -> Result<[f32; 2]> {
     let parts: Vec<&str> = text.split(',').map(str::trim).collect();
     let [x, y] = parts[..] else {
@@ -117,7 +111,7 @@ pub fn annotate_episode(path: &Path, encoder: &GridEncoder, k: usize, seed: u64,
     };
     let grounder = OracleGrounder::new(info.objects.clone(), info.width, info.height, segmentation)?;
     let image0 = frame(&first.image)?;
-    let init = first_frame_keypoints(&grounder, encoder, &image0, &info.text_query, k, seed, device)
+    let init = first_frame_keypoints(&grounder, encoder, &image0, &info.text_query, k, seed, None, device)
         .wrap_err_with(|| format!("{}: keypoint extraction", path.display()))?;
     let mut tracks = EpisodeTracks::start(&image0, &init)?;
     for (i, tick) in episode.ticks.iter_mut().enumerate() {
@@ -175,7 +169,7 @@ mod tests {
         // The button is nowhere in the segmentation: fully occluded on the first frame.
         let grounder_none = grounder(vec![1; 32 * 24]);
         let image = RgbImage::from_pixel(32, 24, image::Rgb([90, 120, 150]));
-        let init = first_frame_keypoints(&grounder_none, &encoder, &image, &["red button".into()], 5, 0, &device).unwrap();
+        let init = first_frame_keypoints(&grounder_none, &encoder, &image, &["red button".into()], 5, 0, None, &device).unwrap();
         assert_eq!(init, vec![[16.0, 12.0, 0.0]; 5]);
         let mut tracks = EpisodeTracks::start(&image, &init).unwrap();
         assert!(matches!(tracks, EpisodeTracks::Unseen(_)));
@@ -183,13 +177,13 @@ mod tests {
         // With the object in view the same call tracks visible keypoints.
         let mut seg = vec![1u8; 32 * 24];
         seg[10 * 32..14 * 32].iter_mut().for_each(|v| *v = 4);
-        let init = first_frame_keypoints(&grounder(seg), &encoder, &image, &["red button".into()], 5, 0, &device).unwrap();
+        let init = first_frame_keypoints(&grounder(seg), &encoder, &image, &["red button".into()], 5, 0, None, &device).unwrap();
         assert!(init.iter().all(|p| p[2] == 1.0 && (10.0..14.0).contains(&p[1])), "{init:?}");
         assert!(matches!(EpisodeTracks::start(&image, &init).unwrap(), EpisodeTracks::Tracked(_)));
         // Three pixels in view and five keypoints asked for: the three, then two of them again.
         let mut seg = vec![1u8; 32 * 24];
         seg[5 * 32 + 7..5 * 32 + 10].iter_mut().for_each(|v| *v = 4);
-        let init = first_frame_keypoints(&grounder(seg), &encoder, &image, &["red button".into()], 5, 0, &device).unwrap();
+        let init = first_frame_keypoints(&grounder(seg), &encoder, &image, &["red button".into()], 5, 0, None, &device).unwrap();
         assert_eq!(init.len(), 5);
         assert_eq!((init[3], init[4]), (init[0], init[1]));
         assert!(init.iter().all(|p| p[1] == 5.5 && (7.0..10.0).contains(&p[0])), "{init:?}");
@@ -197,13 +191,16 @@ mod tests {
 
     #[test]
     fn only_keypoints_of_a_frame_where_nothing_was_found_move() {
-        let mut unseen = vec![[16.0, 12.0, 0.0]; 3];
-        place_unseen(&mut unseen, [5.0, 20.0]);
-        assert_eq!(unseen, vec![[5.0, 20.0, 0.0]; 3]);
-        // One visible keypoint: the frame's object was found, nothing moves (invisible ones are tracker output).
-        let mut found = vec![[3.0, 4.0, 1.0], [16.0, 12.0, 0.0]];
-        place_unseen(&mut found, [5.0, 20.0]);
-        assert_eq!(found, vec![[3.0, 4.0, 1.0], [16.0, 12.0, 0.0]]);
+        let device = Device::flex();
+        let encoder = GridEncoder::load(Path::new(crate::pretrain::SMALL_LOCAL_ENCODER), 2, &device).unwrap();
+        let image = RgbImage::from_pixel(32, 24, image::Rgb([90, 120, 150]));
+        let button = |seg: Vec<u8>| OracleGrounder::new(vec![ObjectInfo { name: "red button".into(), instance: 4 }], 32, 24, seg).unwrap();
+        let first = |seg: Vec<u8>, at| first_frame_keypoints(&button(seg), &encoder, &image, &["red button".into()], 3, 0, at, &device).unwrap();
+        assert_eq!(first(vec![1; 32 * 24], Some([5.0, 20.0])), vec![[5.0, 20.0, 0.0]; 3]);
+        // The object in view: `unseen_at` changes nothing.
+        let mut seg = vec![1u8; 32 * 24];
+        seg[10 * 32..14 * 32].iter_mut().for_each(|v| *v = 4);
+        assert_eq!(first(seg.clone(), Some([5.0, 20.0])), first(seg, None));
         assert_eq!(parse_unseen_at(" 102.5, 178").unwrap(), [102.5, 178.0]);
         for bad in ["102", "1,2,3", "x,4", "nan,4", ""] {
             let err = parse_unseen_at(bad).unwrap_err().to_string();

@@ -17,7 +17,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::annotate::{EpisodeTracks, first_frame_keypoints, place_unseen};
+use crate::annotate::{EpisodeTracks, first_frame_keypoints};
 use crate::collect::{episode_info, tick};
 use crate::keypoints::OracleGrounder;
 use crate::vit::GridEncoder;
@@ -67,7 +67,7 @@ pub struct EvalConfig {
     /// Temporal-ensembling coefficient (the policy node's `TEMPORAL_ENSEMBLE`); `None` executes whole chunks.
     pub temporal_ensemble: Option<f32>,
     /// Where the keypoints of an episode whose first frame shows no queried object sit, in pixels
-    /// ([`crate::annotate::place_unseen`]; the grounding node's `UNSEEN_AT`); `None`: the image centre.
+    /// ([`crate::annotate::first_frame_keypoints`]; the grounding node's `UNSEEN_AT`); `None`: the image centre.
     pub unseen_at: Option<[f32; 2]>,
 }
 
@@ -405,10 +405,7 @@ pub fn evaluate(config: &EvalConfig, out: &Path, device: &Device) -> Result<Eval
                 let encoder = grid.as_ref().expect("loaded for the tracker mode");
                 let (obs, image, keypoints) = e.current.as_mut().expect("observed above");
                 let grounder = OracleGrounder::new(episode_info(&e.sim, e.index).objects, w, h, obs.image.instance.clone())?;
-                let mut init = first_frame_keypoints(&grounder, encoder, image, &e.spec.task.text_query(), config.k, 0, device)?;
-                if let Some(at) = config.unseen_at {
-                    place_unseen(&mut init, at);
-                }
+                let init = first_frame_keypoints(&grounder, encoder, image, &e.spec.task.text_query(), config.k, 0, config.unseen_at, device)?;
                 let tracker = EpisodeTracks::start(image, &init)?;
                 *keypoints = tracker.current();
                 e.tracker = Some(tracker);

@@ -6,7 +6,7 @@
 //! invisible at the image centre when no queried object is in view) with that frame's header; later frames are
 //! ignored. Settings: `WEIGHTS` (the frozen local encoder, a HF CLIP folder; default `checkpoints/local-vit-small`),
 //! `K` (keypoints, default 15), `SEED` (K-means, default 0), `UNSEEN_AT` (`X,Y` in pixels: where the invisible
-//! keypoints of a first frame without any queried object sit, `glue::annotate::place_unseen`; empty or unset: the
+//! keypoints of a first frame without any queried object sit, `glue::annotate::first_frame_keypoints`; empty or unset: the
 //! image centre). At the end of the run it prints its latency per episode (mean, p95).
 
 use std::collections::BTreeMap;
@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use dora_bridge::{Input, Latency, decode, env_or, next_input, send};
 use dora_node_api::DoraNode;
-use glue::annotate::{first_frame_keypoints, parse_unseen_at, place_unseen};
+use glue::annotate::{first_frame_keypoints, parse_unseen_at};
 use glue::keypoints::OracleGrounder;
 use glue::msg::{EpisodeEvent, Header, Image, Keypoints, ObjectInfo, Segmentation};
 use glue::vit::GridEncoder;
@@ -79,11 +79,8 @@ fn main() -> eyre::Result<()> {
         let rgb = image::RgbImage::from_raw(image.width, image.height, image.data.clone())
             .ok_or_else(|| eyre::eyre!("grounding: image is not {}x{} rgb8", image.width, image.height))?;
         let grounder = OracleGrounder::new(objects.clone(), seg.width, seg.height, seg.data.clone())?;
-        let mut points = first_frame_keypoints(&grounder, &encoder, &rgb, queries, k, seed, &device)
+        let points = first_frame_keypoints(&grounder, &encoder, &rgb, queries, k, seed, unseen_at, &device)
             .map_err(|err| eyre::eyre!("grounding: episode {episode}: {err:#}"))?;
-        if let Some(at) = unseen_at {
-            place_unseen(&mut points, at);
-        }
         latency.record(start);
         send(&mut node, "keypoints_init", h, &Keypoints { points })?;
         e.done = true;
