@@ -47,7 +47,7 @@ fn recorder_throughput(repeats: u32) -> eyre::Result<Vec<Row>> {
     let mut info = None;
     run_expert(&config, spec, |sim, obs, action| {
         info.get_or_insert_with(|| episode_info(sim, 0));
-        ticks.push(tick(obs, action));
+        ticks.push(tick(obs, &sim.object_poses(), action));
         Ok(())
     })?;
     let info = info.ok_or_else(|| eyre::eyre!("bench episode has no tick"))?;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use glam::Vec2;
 use rand_chacha::ChaCha8Rng;
 
-use crate::msg::Action;
+use crate::msg::{Action, ObjectPoses};
 use crate::policy::gaussian_values;
 use crate::recording::{EpisodeInfo, EpisodeWriter, ObjectInfo, Tick};
 use crate::sim::expert::Expert;
@@ -123,9 +123,9 @@ pub fn episode_info(sim: &Sim, episode: u64) -> EpisodeInfo {
     }
 }
 
-/// The recorded row of one observation and the action taken after it (keypoints stay empty until a tracker
-/// fills them).
-pub fn tick(obs: Observation, action: &Action) -> Tick {
+/// The recorded row of one observation, the task objects' poses at it, and the action taken after it (keypoints
+/// stay empty until a tracker fills them).
+pub fn tick(obs: Observation, poses: &ObjectPoses, action: &Action) -> Tick {
     Tick {
         frame: obs.frame,
         timestamp_ns: obs.timestamp_ns,
@@ -135,6 +135,7 @@ pub fn tick(obs: Observation, action: &Action) -> Tick {
         action: *action,
         keypoints: None,
         oracle_tracks: Some(obs.oracle_tracks),
+        object_poses: Some(poses.poses.clone()),
     }
 }
 
@@ -146,7 +147,7 @@ pub fn record_expert(config: &SimConfig, spec: EpisodeSpec, noise: Option<Execut
         if writer.is_none() {
             writer = Some(EpisodeWriter::create(out_dir, episode_info(sim, episode))?);
         }
-        writer.as_mut().expect("created above").push(tick(obs, action))?;
+        writer.as_mut().expect("created above").push(tick(obs, &sim.object_poses(), action))?;
         Ok(())
     })?;
     let writer = writer.ok_or_else(|| eyre::eyre!("episode {episode} ended before its first tick"))?;

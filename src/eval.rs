@@ -28,6 +28,11 @@ use crate::policy::runtime::{ActionQueue, ConditionBuffer, safe_action};
 use crate::sim::ood::Condition;
 use crate::sim::task::TaskKind;
 use crate::sim::{EpisodeSpec, Observation, Sim, SimConfig};
+use crate::msg::ObjectPoses;
+
+/// One episode's current tick: the simulator's observation, its image, the keypoints, and the task objects' poses
+/// (recorded, and read by the privileged-state policy only).
+type Observed = (Observation, RgbImage, Vec<[f32; 3]>, ObjectPoses);
 
 /// Where GLUE's keypoints come from in the loop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -311,7 +316,7 @@ struct Episode {
     frames: Vec<RgbImage>,
     invalid: u32,
     /// This tick's observation, camera image and keypoints.
-    current: Option<(Observation, RgbImage, Vec<[f32; 3]>)>,
+    current: Option<Observed>,
     /// Per-episode work (sim, grounding, tracker), summed over the episode's ticks.
     times: StageTimes,
 }
@@ -397,13 +402,14 @@ pub fn evaluate(config: &EvalConfig, out: &Path, device: &Device) -> Result<Eval
                     (Keypoints::Tracker, None) => Vec::new(),
                 };
                 e.times.tracker_ms += ms(started);
-                e.current = Some((obs, image, keypoints));
+                let poses = e.sim.object_poses();
+                e.current = Some((obs, image, keypoints, poses));
                 Ok(())
             })?;
             for e in active.iter_mut().filter(|e| config.keypoints == Keypoints::Tracker && e.tracker.is_none()) {
                 let started = Instant::now();
                 let encoder = grid.as_ref().expect("loaded for the tracker mode");
-                let (obs, image, keypoints) = e.current.as_mut().expect("observed above");
+                let (obs, image, keypoints, _) = e.current.as_mut().expect("observed above");
                 let grounder = OracleGrounder::new(episode_info(&e.sim, e.index).objects, w, h, obs.image.instance.clone())?;
                 let init = first_frame_keypoints(&grounder, encoder, image, &e.spec.task.text_query(), config.k, 0, config.unseen_at, device)?;
                 let tracker = EpisodeTracks::start(image, &init)?;
@@ -413,7 +419,7 @@ pub fn evaluate(config: &EvalConfig, out: &Path, device: &Device) -> Result<Eval
             }
             let started = Instant::now();
             // One batched encoder pass for every episode's frame.
-            let current: Vec<&(Observation, RgbImage, Vec<[f32; 3]>)> =
+            let current: Vec<&Observed> =
                 active.iter().map(|e| e.current.as_ref().expect("observed above")).collect();
             let images: Vec<&RgbImage> = current.iter().map(|c| &c.1).collect();
             let keypoints: Vec<Vec<[f32; 3]>> = current.iter().map(|c| c.2.clone()).collect();
@@ -427,6 +433,7 @@ pub fn evaluate(config: &EvalConfig, out: &Path, device: &Device) -> Result<Eval
                     state: &states[j],
                     keypoints: &keypoints[j],
                     key_features: features.as_ref().map(|f| f[j].as_slice()),
+                    object_poses: if policy.config.policy.uses_object_poses() { &current[j].3.poses } else { &[] },
                 })
                 .collect();
             let steps = policy.step_conditions(&frames)?;
@@ -458,7 +465,7 @@ pub fn evaluate(config: &EvalConfig, out: &Path, device: &Device) -> Result<Eval
             // Act (every command through `safe_action`), record, and step the simulations.
             let video = config.video.is_some();
             for_each_parallel(&mut active, |e| {
-                let (obs, image, keypoints) = e.current.take().expect("observed above");
+                let (obs, image, keypoints, poses) = e.current.take().expect("observed above");
                 let action = match e.queue.next(obs.timestamp_ns).map(safe_action) {
                     Some(Ok(action)) => action,
                     _ => {
@@ -467,7 +474,7 @@ pub fn evaluate(config: &EvalConfig, out: &Path, device: &Device) -> Result<Eval
                     }
                 };
                 if let Some(writer) = e.writer.as_mut() {
-                    let mut row = tick(obs, &action);
+                    let mut row = tick(obs, &poses, &action);
                     row.keypoints = Some(crate::msg::Keypoints { points: keypoints });
                     writer.push(row)?;
                 }

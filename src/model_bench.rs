@@ -88,7 +88,7 @@ fn scene() -> (RgbImage, [f32; 15], Vec<[f32; 3]>) {
 
 /// The policy input of [`scene`]'s frame with `key_features`.
 fn scene_frame<'a>(image: &'a RgbImage, state: &'a [f32], keypoints: &'a [[f32; 3]], key_features: &'a [f32]) -> Frame<'a> {
-    Frame { image: image.as_raw(), width: 224, height: 224, state: &state[..7], keypoints, key_features: Some(key_features) }
+    Frame { image: image.as_raw(), width: 224, height: 224, state: &state[..7], keypoints, key_features: Some(key_features), object_poses: &[] }
 }
 
 fn unit_normalizer(state_dim: usize) -> Normalizer {
@@ -117,7 +117,7 @@ fn glue_inference(size: ModelSize, repeats: usize, device: &Device) -> eyre::Res
             let frame = scene_frame(&image, &state, &keypoints, &previous);
             let frames = [frame, Frame { key_features: Some(&current), ..frame }];
             let crops = [Crop::centered(224, 224, config.crop_ratio); 2];
-            let obs = observations(&frames, &crops, config.image_size, config.fusion.grid, &normalizer, device);
+            let obs = observations(&frames, &crops, &config, &normalizer, device);
             let noise = gaussian(&mut rng, [1, config.horizon, 8], device);
             let chunk = net.sample(&obs, 2, &ddim, noise);
             let _ = chunk.into_data();
@@ -203,7 +203,7 @@ pub fn run(only: &[String], repeats: usize, device: &Device) -> eyre::Result<Vec
                 let steps: Vec<usize> = (0..32).map(|i| i * 3).collect();
                 time(repeats, || {
                     let n = net.take().expect("net");
-                    let obs = observations(&frames, &crops, config.image_size, config.fusion.grid, &normalizer, &train_device);
+                    let obs = observations(&frames, &crops, &config, &normalizer, &train_device);
                     let actions = gaussian(&mut rng, [32, 16, 8], &train_device);
                     let noise = gaussian(&mut rng, [32, 16, 8], &train_device);
                     let loss = n.loss(&obs, 2, actions, noise, &steps, &schedule);

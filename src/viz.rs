@@ -234,6 +234,7 @@ mod tests {
             action: Action { position: [0.5, 0.0, 0.3], orientation: [1.0, 0.0, 0.0, 0.0], gripper: 0.04 },
             keypoints: Some(Keypoints { points: vec![[4.0, 4.0, 1.0]] }),
             oracle_tracks: Some(Keypoints { points: vec![[12.0, 8.0, 1.0], [4.0, 9.0, 0.0]] }),
+            object_poses: None,
         };
         Episode { info, success: true, ticks: (0..ticks).map(tick).collect() }
     }

@@ -96,14 +96,15 @@ fn sim_dataflow_records_the_same_episodes_as_the_in_process_loop_and_replay_roun
         // The graph is lock-stepped, so it must reproduce the in-process expert episode exactly.
         let spec = EpisodeSpec { task: TaskKind::StackBlock, seed: 40 + i as u64, condition: Condition::IN_DOMAIN };
         let mut reference = Vec::new();
-        run_expert(&SimConfig::default(), spec, |_, obs, action| {
-            reference.push((obs.image.rgb, *action));
+        run_expert(&SimConfig::default(), spec, |sim, obs, action| {
+            reference.push((obs.image.rgb, *action, sim.object_poses().poses));
             Ok(())
         })
         .unwrap();
         assert_eq!(reference.len(), ep.ticks.len(), "episode {i}: tick count differs from the in-process run");
-        for (t, (image, action)) in ep.ticks.iter().zip(&reference) {
+        for (t, (image, action, poses)) in ep.ticks.iter().zip(&reference) {
             assert!(t.image == *image && t.action == *action, "episode {i} frame {}: differs from the in-process run", t.frame);
+            assert_eq!(t.object_poses.as_ref(), Some(poses), "episode {i} frame {}: recorded object poses", t.frame);
         }
     }
 
@@ -128,6 +129,7 @@ fn sim_dataflow_records_the_same_episodes_as_the_in_process_loop_and_replay_roun
 /// every keypoint and every action must be bit-identical, and so must the two `eval.json` results.
 fn graph_matches_eval(
     name: &str,
+    checkpoint: PathBuf,
     task: TaskKind,
     condition: Condition,
     episodes: u64,
@@ -137,7 +139,7 @@ fn graph_matches_eval(
 ) {
     let dir = temp_dir(name);
     let config = glue::eval::EvalConfig {
-        checkpoint: root().join(format!("checkpoints/{task}-glue-small")),
+        checkpoint,
         sim: SimConfig::default(),
         task,
         episodes,
@@ -156,9 +158,12 @@ fn graph_matches_eval(
     let setup = glue::eval::DataflowSetup { graph: root().join("dataflow.sim.yml"), dora: dora(), binaries: root().join("target/release") };
     let graph_report = glue::eval::evaluate_in_dataflow(&config, &dir.join("graph"), &setup).unwrap();
     let stages = &graph_report.latency.stages;
+    let state = glue::policy::Policy::load(&config.checkpoint, &burn::tensor::Device::flex()).unwrap().config.policy
+        == glue::policy::PolicyKind::State;
     for (node, ms) in stages.rows() {
-        // With nothing found there is nothing to track: the tracker passes the invisible keypoints on unchanged.
-        let idle = unseen_at.is_some() && node == "tracker";
+        // With nothing found there is nothing to track: the tracker passes the invisible keypoints on unchanged. The
+        // privileged-state policy's encoder is the identity on the normalised state (well under the 0.1 ms printed).
+        let idle = (unseen_at.is_some() && node == "tracker") || (state && node == "encoder");
         assert!(ms > 0.0 || idle, "{node} reported no latency: {stages:?}");
     }
     let graph = recorded(&dir.join("graph/episodes"));
@@ -185,28 +190,34 @@ fn graph_matches_eval(
                 assert!(k.points.iter().all(|p| *p == [x, y, 0.0]), "episode {i} frame {}: expected every keypoint invisible at {x},{y}: {:?}", a.frame, k.points);
             }
             assert!(a.action == b.action && a.image == b.image, "episode {i} frame {}: the graph and glue eval differ", a.frame);
+            assert!(a.object_poses.is_some() && a.object_poses == b.object_poses, "episode {i} frame {}: object poses differ", a.frame);
         }
     }
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// The task's shipped GLUE checkpoint.
+fn shipped(task: TaskKind) -> PathBuf {
+    root().join(format!("checkpoints/{task}-glue-small"))
+}
+
 /// Two episodes: the second checks that each episode draws its own sampling noise (SEED + episode) in both.
 #[test]
 fn eval_through_the_sim_dataflow_matches_the_in_process_evaluation() {
-    graph_matches_eval("policy", TaskKind::PushButton, Condition::IN_DOMAIN, 2, 1000, None, None);
+    graph_matches_eval("policy", shipped(TaskKind::PushButton), TaskKind::PushButton, Condition::IN_DOMAIN, 2, 1000, None, None);
 }
 
 /// A pick-and-place episode (the shipped stack-block checkpoint, held-out seed 1006, which it completes): the
 /// graph's sim node reports the same grasp, release and final distance to the target as `glue eval`.
 #[test]
 fn a_stack_block_episode_through_the_dataflow_matches_the_in_process_evaluation() {
-    graph_matches_eval("policy-stack", TaskKind::StackBlock, Condition::IN_DOMAIN, 1, 1006, None, None);
+    graph_matches_eval("policy-stack", shipped(TaskKind::StackBlock), TaskKind::StackBlock, Condition::IN_DOMAIN, 1, 1006, None, None);
 }
 
 /// With temporal ensembling (a chunk every tick, overlapping predictions averaged) in the node and in `glue eval`.
 #[test]
 fn eval_through_the_sim_dataflow_with_temporal_ensembling_matches_the_in_process_evaluation() {
-    graph_matches_eval("policy-ensemble", TaskKind::PushButton, Condition::IN_DOMAIN, 1, 1000, Some(0.01), None);
+    graph_matches_eval("policy-ensemble", shipped(TaskKind::PushButton), TaskKind::PushButton, Condition::IN_DOMAIN, 1, 1000, Some(0.01), None);
 }
 
 /// An occlusion scene whose button no frame shows (seed 1001 at strength 0.5), so grounding finds nothing: with
@@ -216,7 +227,25 @@ fn eval_through_the_sim_dataflow_with_temporal_ensembling_matches_the_in_process
 fn an_episode_without_its_object_in_view_places_the_keypoints_alike_in_the_graph_and_in_process() {
     let at = [102.3, 177.7];
     let occlusion = Condition { variant: glue::sim::ood::Variant::Occlusion, strength: 0.5 };
-    graph_matches_eval("policy-unseen", TaskKind::PushButton, occlusion, 1, 1001, None, Some(at));
+    graph_matches_eval("policy-unseen", shipped(TaskKind::PushButton), TaskKind::PushButton, occlusion, 1, 1001, None, Some(at));
+}
+
+/// The privileged-state diagnostic in the graph: the encoder node conditions on `sim/object_poses` instead of the
+/// image, and drives the same stack-block episode as `glue eval` (a one-epoch checkpoint trained here on two expert
+/// episodes; identical behaviour is what is compared, not success).
+#[test]
+fn the_privileged_state_policy_runs_alike_in_the_graph_and_in_process() {
+    let dir = temp_dir("state-checkpoint");
+    let spec = |seed| EpisodeSpec { task: TaskKind::StackBlock, seed, condition: Condition::IN_DOMAIN };
+    for (i, seed) in [0, 1].into_iter().enumerate() {
+        glue::collect::record_expert(&SimConfig::default(), spec(seed), None, i as u64, &dir.join("data")).unwrap();
+    }
+    let policy = glue::policy::PolicyConfig::new(glue::policy::PolicyKind::State, glue::policy::ModelSize::Small);
+    let mut config = glue::train::TrainConfig::new(policy, vec![dir.join("data")]);
+    (config.epochs, config.val_fraction, config.warmup_steps) = (1, 0.0, 0);
+    glue::train::train(config, &dir.join("run"), &burn::tensor::Device::flex()).unwrap();
+    graph_matches_eval("policy-state", dir.join("run/last"), TaskKind::StackBlock, Condition::IN_DOMAIN, 1, 1000, None, None);
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// The policy node refuses to drive a task its checkpoint was not trained on: the shipped push-button

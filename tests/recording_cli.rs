@@ -22,8 +22,8 @@ use glue::recording::{Episode, list_episodes, read_episode};
 const GLUE: &str = env!("CARGO_BIN_EXE_glue");
 const WIDTH: usize = 224;
 const HEIGHT: usize = 224;
-const COLUMNS: [&str; 8] =
-    ["frame", "timestamp_ns", "image", "segmentation", "robot_state", "action", "keypoints", "oracle_tracks"];
+const COLUMNS: [&str; 9] =
+    ["frame", "timestamp_ns", "image", "segmentation", "robot_state", "action", "keypoints", "oracle_tracks", "object_poses"];
 
 /// A directory unique to one test (process id + test name), removed when the test ends, pass or fail.
 struct Scratch(PathBuf);
@@ -370,6 +370,7 @@ print(json.dumps({
     "image_bytes": [len(b) for b in table.column("image").to_pylist()],
     # float32 bit patterns, so the comparison is exact (no decimal round trip)
     "last_robot_state_bits": [struct.unpack("<I", struct.pack("<f", x))[0] for x in table.column("robot_state")[-1].as_py()],
+    "last_object_poses_bits": [struct.unpack("<I", struct.pack("<f", x))[0] for x in table.column("object_poses")[-1].as_py()],
 }))
 "#;
     let out = Command::new(&python).arg("-c").arg(script).arg(&path).output().expect("the venv python runs");
@@ -388,6 +389,10 @@ print(json.dumps({
     let bits: Vec<u32> = serde_json::from_value(got["last_robot_state_bits"].clone()).unwrap();
     let want: Vec<u32> = episode.ticks[n - 1].robot_state.to_array().iter().map(|x| x.to_bits()).collect();
     assert_eq!(bits, want, "robot_state float32 values are the same bits in Python and Rust");
+    let bits: Vec<u32> = serde_json::from_value(got["last_object_poses_bits"].clone()).unwrap();
+    let poses = episode.ticks[n - 1].object_poses.as_ref().expect("glue record writes object poses");
+    let want: Vec<u32> = poses.iter().flatten().map(|x| x.to_bits()).collect();
+    assert_eq!((bits.len(), bits), (14, want), "object_poses: two stack-block objects x 7, the same bits in Python and Rust");
 }
 
 /// `scripts/grasp_attempts.py` on two recordings of stack-block seed 5: the clean expert closes once, around the

@@ -1,8 +1,9 @@
 //! `glue train` end to end on the shipped stack-block recording: a run resumes exactly where it stopped, the loss
 //! goes down, every policy's checkpoint loads and acts, a NaN loss stops the run and keeps the last good
 //! checkpoint, `--init` starts from a checkpoint's weights (widening a 7-entry robot state to 8), GLUE without keypoint tracks is refused with a message
-//! that says what is missing, and a checkpoint names the task it was trained on and refuses another (the shipped
-//! ones included).
+//! that says what is missing, a checkpoint names the task it was trained on and refuses another (the shipped
+//! ones included), and the privileged-state diagnostic reads the recorded object poses (and refuses recordings
+//! without them).
 
 use std::path::{Path, PathBuf};
 
@@ -12,7 +13,10 @@ use rand::SeedableRng;
 use glue::policy::checkpoint::TrainedOn;
 use glue::policy::observation::Frame;
 use glue::policy::{ModelSize, Policy, PolicyConfig, PolicyKind};
-use glue::recording::{EpisodeWriter, read_episode};
+use glue::recording::{EpisodeWriter, list_episodes, read_episode};
+use glue::sim::ood::Condition;
+use glue::sim::task::TaskKind;
+use glue::sim::{EpisodeSpec, SimConfig};
 use glue::train::{ResumeOverrides, TrainConfig, resume, train};
 
 const EPISODE: &str = "recordings/stack-block-none-seed001000-ep0000.arrow";
@@ -182,6 +186,7 @@ fn act(run: &Path) -> Vec<[f32; 8]> {
             state: &states[i],
             keypoints: &keypoints[i],
             key_features: features[i].as_deref(),
+            object_poses: &[],
         })
         .collect();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
@@ -252,7 +257,7 @@ fn act_with_gripper_width(run: &Path, width: f32) -> Vec<[f32; 8]> {
         })
         .collect();
     let history: Vec<Frame<'_>> = (0..2)
-        .map(|i| Frame { image: &episode.ticks[i].image, width: w, height: h, state: &states[i], keypoints: &[], key_features: None })
+        .map(|i| Frame { image: &episode.ticks[i].image, width: w, height: h, state: &states[i], keypoints: &[], key_features: None, object_poses: &[] })
         .collect();
     policy.act(&history, &mut rand_chacha::ChaCha8Rng::seed_from_u64(0)).unwrap()
 }
@@ -425,4 +430,43 @@ fn missing_or_mismatched_checkpoints_are_clear_errors() {
     assert!(err(&scratch.0).contains("checkpoint weights missing"));
     std::fs::write(scratch.0.join("normalizer.json"), "{\"state\": {\"min\": [0], \"max\": [1]}}").unwrap();
     assert!(err(&scratch.0).contains("normalizer"));
+}
+
+/// The privileged-state diagnostic (`--policy state`): trained on recordings with the `object_poses` column, the
+/// checkpoint takes its object count from them (stack-block: 2, so 7 + 2 x 9 state values), loads and acts without
+/// an image, and the same robot state with the blocks elsewhere gives other actions (the poses reach the policy).
+/// A pose list of the wrong length is refused at inference, and recordings without the column at training, by name.
+#[test]
+fn the_privileged_state_policy_reads_the_object_poses() {
+    let _serial = serial();
+    let data = Scratch::new("state-data");
+    let spec = EpisodeSpec { task: TaskKind::StackBlock, seed: 0, condition: Condition::IN_DOMAIN };
+    glue::collect::record_expert(&SimConfig::default(), spec, None, 0, &data.0).unwrap();
+    let run = Scratch::new("state");
+    let mut c = config(PolicyKind::State, 1);
+    c.data = vec![data.0.clone()];
+    train(c, &run.0, &Device::flex()).unwrap();
+    let policy = Policy::load(&run.0.join("last"), &Device::flex()).unwrap();
+    assert_eq!((policy.config.n_objects, policy.normalizer.state.dim(), policy.config.step_dim()), (2, 25, 25));
+
+    let episode = read_episode(&list_episodes(&data.0).unwrap()[0]).unwrap();
+    let states: Vec<[f32; 15]> = episode.ticks[..2].iter().map(|t| t.robot_state.to_array()).collect();
+    let act = |poses: &[Vec<[f32; 7]>]| {
+        let history: Vec<Frame<'_>> = (0..2)
+            .map(|i| Frame { image: &[], width: 0, height: 0, state: &states[i], keypoints: &[], key_features: None, object_poses: &poses[i] })
+            .collect();
+        policy.act(&history, &mut rand_chacha::ChaCha8Rng::seed_from_u64(0))
+    };
+    let recorded: Vec<Vec<[f32; 7]>> = episode.ticks[..2].iter().map(|t| t.object_poses.clone().unwrap()).collect();
+    let moved: Vec<Vec<[f32; 7]>> = recorded.iter().map(|p| p.iter().map(|&[x, y, z, qx, qy, qz, qw]| [x + 0.1, y - 0.1, z, qx, qy, qz, qw]).collect()).collect();
+    let (here, there) = (act(&recorded).unwrap(), act(&moved).unwrap());
+    assert!(here.iter().flatten().all(|v| v.is_finite()), "{here:?}");
+    assert_ne!(here, there, "the object poses do not reach the policy");
+    let one: Vec<Vec<[f32; 7]>> = recorded.iter().map(|p| p[..1].to_vec()).collect();
+    let err = format!("{:#}", act(&one).unwrap_err());
+    assert!(err.contains("object poses: expected [2, 7]") && err.contains("got [1, 7]"), "{err}");
+
+    let old = Scratch::new("state-old");
+    let err = format!("{:#}", train(config(PolicyKind::State, 1), &old.0, &Device::flex()).unwrap_err());
+    assert!(err.contains("needs the object_poses column") && err.contains(EPISODE), "{err}");
 }

@@ -103,7 +103,7 @@ impl Policy {
         let text = std::fs::read_to_string(file(POLICY_JSON)).wrap_err_with(|| format!("cannot read {}", file(POLICY_JSON).display()))?;
         let config: PolicyConfig = serde_json::from_str(&text).wrap_err_with(|| format!("bad {}", file(POLICY_JSON).display()))?;
         config.validate().wrap_err_with(|| format!("bad {}", file(POLICY_JSON).display()))?;
-        let normalizer = Normalizer::load(&file(NORMALIZER_JSON), config.state_dim, config.action_dim)?;
+        let normalizer = Normalizer::load(&file(NORMALIZER_JSON), config.state_width(), config.action_dim)?;
         let net = load_net(&config, &file(MODEL_SAFETENSORS), device)?;
         let local = if config.policy.uses_key_patches() {
             Some(GridEncoder::load(&file(LOCAL_ENCODER_DIR), config.local_split, device)?)
@@ -161,9 +161,14 @@ impl Policy {
                 frames[0].height
             );
         }
-        let crop = Crop::centered(frames[0].width, frames[0].height, self.config.crop_ratio);
+        // The privileged-state policy sees no image (its frames may be 0x0): nothing to crop.
+        let crop = if self.config.policy.uses_images() {
+            Crop::centered(frames[0].width, frames[0].height, self.config.crop_ratio)
+        } else {
+            Crop { x: 0, y: 0, side: 0 }
+        };
         let crops = vec![crop; frames.len()];
-        let obs = observations(frames, &crops, self.config.image_size, self.config.fusion.grid, &self.normalizer, &self.device);
+        let obs = observations(frames, &crops, &self.config, &self.normalizer, &self.device);
         let condition = self.net.condition(&obs, 1);
         let width = condition.dims()[1];
         let values: Vec<f32> = condition.into_data().try_to_vec().map_err(|e| eyre!("{e:?}"))?;
@@ -172,7 +177,7 @@ impl Policy {
 
     fn check_frame(&self, frame: &Frame<'_>) -> Result<()> {
         ensure!(
-            frame.image.len() == (frame.width * frame.height * 3) as usize,
+            !self.config.policy.uses_images() || frame.image.len() == (frame.width * frame.height * 3) as usize,
             "image has {} bytes, expected [{} x {} x 3]",
             frame.image.len(),
             frame.height,
@@ -188,6 +193,17 @@ impl Policy {
         ensure!(
             !self.config.policy.uses_key_patches() || frame.key_features.is_some(),
             "no key features (GLUE needs keypoints and Policy::key_features)"
+        );
+        ensure!(
+            frame.object_poses.len() == self.config.n_objects,
+            "object poses: expected [{}, 7] (the privileged-state policy's task objects), got [{}, 7]",
+            self.config.n_objects,
+            frame.object_poses.len()
+        );
+        ensure!(
+            frame.object_poses.iter().flatten().all(|v| v.is_finite()),
+            "object poses are not finite: {:?}",
+            frame.object_poses
         );
         Ok(())
     }

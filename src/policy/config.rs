@@ -15,6 +15,10 @@ use crate::resnet::ResNetEncoderConfig;
 use crate::unet::ConditionalUnet1dConfig;
 use crate::vit::{ClipVisionConfig, HiddenAct};
 
+/// Values per task object in the privileged state: position (3) and the first two columns of its rotation matrix
+/// (6; the continuous rotation representation of Zhou et al., CVPR 2019, which quaternions' sign flip is not).
+pub const OBJECT_FEATURES: usize = 9;
+
 /// Which observation encoder conditions the U-Net.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -25,6 +29,10 @@ pub enum PolicyKind {
     GlueS,
     /// Diffusion Policy: ResNet-18 (GroupNorm) + spatial softmax + state.
     Dp,
+    /// A diagnostic upper bound, not a visuomotor policy: no camera; the U-Net is conditioned on the robot state and
+    /// the task objects' true poses from the simulator (Diffusion Policy's low-dimensional variant). What it
+    /// cannot learn from the demonstrations, no image encoder will.
+    State,
 }
 
 impl PolicyKind {
@@ -34,12 +42,23 @@ impl PolicyKind {
             PolicyKind::Glue => "glue",
             PolicyKind::GlueS => "glue-s",
             PolicyKind::Dp => "dp",
+            PolicyKind::State => "state",
         }
     }
 
     /// Whether the policy needs keypoint tracks and a local encoder.
     pub fn uses_key_patches(self) -> bool {
         self == PolicyKind::Glue
+    }
+
+    /// Whether the policy sees the camera image.
+    pub fn uses_images(self) -> bool {
+        self != PolicyKind::State
+    }
+
+    /// Whether the policy reads the simulator's object poses (privileged state).
+    pub fn uses_object_poses(self) -> bool {
+        self == PolicyKind::State
     }
 }
 
@@ -66,6 +85,10 @@ pub struct PolicyConfig {
     pub n_action_steps: usize,
     /// Robot state entries fed to the policy: the first `state_dim` of [`crate::msg::RobotState::NAMES`] (7 joints).
     pub state_dim: usize,
+    /// Task objects whose poses join the state ([`PolicyKind::State`]; 0 for the image policies), each as
+    /// [`OBJECT_FEATURES`] values ([`crate::policy::observation::object_features`]).
+    #[serde(default)]
+    pub n_objects: usize,
     /// Action width ([`crate::msg::Action::to_array`]: position, quaternion, gripper).
     pub action_dim: usize,
     /// Side of the square image the global encoder sees (the crop is resized to it).
@@ -127,6 +150,7 @@ impl PolicyConfig {
             horizon: 16,
             n_action_steps: 8,
             state_dim: 7,
+            n_objects: 0,
             action_dim: 8,
             image_size,
             crop_ratio: 0.9,
@@ -157,12 +181,28 @@ impl PolicyConfig {
         Ok(())
     }
 
+    /// Sets the number of task objects whose poses the privileged-state policy reads (`glue train` takes it from
+    /// the demonstrations), keeping the U-Net's condition width in step.
+    pub fn set_n_objects(&mut self, n: usize) -> eyre::Result<()> {
+        eyre::ensure!(self.policy.uses_object_poses(), "--policy {} reads no object poses", self.policy.name());
+        eyre::ensure!(n > 0, "the privileged-state policy needs at least one task object, got 0");
+        self.n_objects = n;
+        self.unet.global_cond_dim = self.n_obs_steps * self.step_dim();
+        Ok(())
+    }
+
+    /// Width of the normalised state vector: the robot state, then the object features (privileged-state policy).
+    pub fn state_width(&self) -> usize {
+        self.state_dim + OBJECT_FEATURES * self.n_objects
+    }
+
     /// Width of one observation step's condition.
     pub fn step_dim(&self) -> usize {
         match self.policy {
             PolicyKind::Glue => self.fusion.condition_dim(),
             PolicyKind::GlueS => self.global_vit.hidden_size + self.state_dim,
             PolicyKind::Dp => self.resnet.feature_dim() + self.state_dim,
+            PolicyKind::State => self.state_width(),
         }
     }
 
@@ -205,6 +245,13 @@ impl PolicyConfig {
         );
         ensure!(self.crop_ratio > 0.0 && self.crop_ratio <= 1.0, "crop_ratio must be in (0, 1], got {}", self.crop_ratio);
         ensure!(self.state_dim <= crate::msg::RobotState::NAMES.len(), "state_dim {} exceeds the robot state", self.state_dim);
+        ensure!(
+            (self.n_objects > 0) == self.policy.uses_object_poses(),
+            "n_objects {}: expected {} for policy {}",
+            self.n_objects,
+            if self.policy.uses_object_poses() { "at least 1" } else { "0" },
+            self.policy.name()
+        );
         Ok(())
     }
 }
@@ -225,9 +272,14 @@ mod tests {
 
     #[test]
     fn every_policy_and_size_is_consistent() {
-        for policy in [PolicyKind::Glue, PolicyKind::GlueS, PolicyKind::Dp] {
+        for policy in [PolicyKind::Glue, PolicyKind::GlueS, PolicyKind::Dp, PolicyKind::State] {
             for size in [ModelSize::Full, ModelSize::Small] {
-                let c = PolicyConfig::new(policy, size);
+                let mut c = PolicyConfig::new(policy, size);
+                if policy.uses_object_poses() {
+                    assert!(c.validate().unwrap_err().to_string().contains("n_objects"), "{policy:?} without objects");
+                    c.set_n_objects(2).unwrap();
+                    assert_eq!(c.step_dim(), 7 + 2 * OBJECT_FEATURES);
+                }
                 c.validate().unwrap_or_else(|e| panic!("{policy:?} {size:?}: {e}"));
                 assert_eq!(c.unet.global_cond_dim, 2 * c.step_dim());
             }

@@ -1,4 +1,5 @@
-//! Observation encoders: one [`ObservationEncoder`] trait, three implementations, each turning one observation
+//! Observation encoders: one [`ObservationEncoder`] trait, three visuomotor implementations and the
+//! privileged-state diagnostic, each turning one observation
 //! step into the per-step condition the U-Net's FiLM layers see (paper sec. III-C; Diffusion Policy sec. 3).
 
 use burn::module::Module;
@@ -12,9 +13,10 @@ use crate::vit::ClipVisionModel;
 /// A batch of observation steps, ready for an encoder (`M = B · T_o` rows, batch-major, step-minor).
 #[derive(Debug, Clone)]
 pub struct Observations {
-    /// Normalised pixels `[M, 3, S, S]` of the (cropped, resized) camera image.
-    pub images: Tensor<4>,
-    /// Normalised robot state `[M, state_dim]`.
+    /// Normalised pixels `[M, 3, S, S]` of the (cropped, resized) camera image (`None` for the privileged-state
+    /// policy, which sees no camera).
+    pub images: Option<Tensor<4>>,
+    /// Normalised state `[M, state_width]`: the robot state, then the object features (privileged-state policy).
     pub state: Tensor<2>,
     /// The key patches of each image (GLUE): frozen local features `[M, N, C_local]` and grid cells `[M, N]`.
     pub key_patches: Option<KeyPatches>,
@@ -37,7 +39,7 @@ pub struct GlueEncoder {
 impl ObservationEncoder for GlueEncoder {
     fn encode(&self, obs: &Observations) -> Tensor<2> {
         let key = obs.key_patches.as_ref().expect("GLUE needs key patches: Observations::key_patches is None");
-        let out = self.global.forward(obs.images.clone());
+        let out = self.global.forward(obs.images());
         let [m, tokens, width] = out.last_hidden_state.dims();
         let patches = out.last_hidden_state.slice([0..m, 1..tokens, 0..width]);
         self.fusion.condition(out.pooler_output, patches, key, obs.state.clone())
@@ -52,7 +54,7 @@ pub struct GlueSEncoder {
 
 impl ObservationEncoder for GlueSEncoder {
     fn encode(&self, obs: &Observations) -> Tensor<2> {
-        let cls = self.global.forward(obs.images.clone()).pooler_output;
+        let cls = self.global.forward(obs.images()).pooler_output;
         Tensor::cat(vec![cls, obs.state.clone()], 1)
     }
 }
@@ -65,7 +67,30 @@ pub struct DpEncoder {
 
 impl ObservationEncoder for DpEncoder {
     fn encode(&self, obs: &Observations) -> Tensor<2> {
-        Tensor::cat(vec![self.rgb.forward(obs.images.clone()), obs.state.clone()], 1)
+        Tensor::cat(vec![self.rgb.forward(obs.images()), obs.state.clone()], 1)
+    }
+}
+
+/// The privileged-state diagnostic ([`PolicyKind::State`]): the identity on the normalised `[S, object features]`,
+/// as Diffusion Policy's low-dimensional policies condition the U-Net on the observation itself
+/// (`diffusion_policy/policy/diffusion_unet_lowdim_policy.py`, `obs_as_global_cond`).
+#[derive(Module, Debug)]
+pub struct StateEncoder {
+    /// Width of the per-step condition (the state width).
+    pub width: usize,
+}
+
+impl ObservationEncoder for StateEncoder {
+    fn encode(&self, obs: &Observations) -> Tensor<2> {
+        assert_eq!(obs.state.dims()[1], self.width, "privileged state: expected [M, {}]", self.width);
+        obs.state.clone()
+    }
+}
+
+impl Observations {
+    /// The camera images; the image encoders call it, and only the privileged-state policy builds none.
+    fn images(&self) -> Tensor<4> {
+        self.images.clone().expect("an image policy's observations carry images")
     }
 }
 
@@ -75,6 +100,7 @@ pub enum Encoder {
     Glue(GlueEncoder),
     GlueS(GlueSEncoder),
     Dp(DpEncoder),
+    State(StateEncoder),
 }
 
 impl Encoder {
@@ -87,6 +113,7 @@ impl Encoder {
             }),
             PolicyKind::GlueS => Encoder::GlueS(GlueSEncoder { global: ClipVisionModel::new(&config.global_vit, device) }),
             PolicyKind::Dp => Encoder::Dp(DpEncoder { rgb: config.resnet.init(device) }),
+            PolicyKind::State => Encoder::State(StateEncoder { width: config.state_width() }),
         }
     }
 }
@@ -97,6 +124,7 @@ impl ObservationEncoder for Encoder {
             Encoder::Glue(e) => e.encode(obs),
             Encoder::GlueS(e) => e.encode(obs),
             Encoder::Dp(e) => e.encode(obs),
+            Encoder::State(e) => e.encode(obs),
         }
     }
 }

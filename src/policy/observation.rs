@@ -1,5 +1,6 @@
 //! From raw frames to [`Observations`]: the crop (random in training, centred at inference), the resize to the
-//! global encoder's input, CLIP normalisation, state normalisation, and the key patches.
+//! global encoder's input, CLIP normalisation, state normalisation, the key patches, and the privileged-state
+//! policy's object features ([`object_features`]).
 //!
 //! Key patches under a crop: the frozen local features are computed once per frame on the *uncropped* frame
 //! (so they can be cached, `train`), and the crop moves only where each keypoint falls: its grid cell (and so
@@ -11,6 +12,7 @@ use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use image::RgbImage;
 
+use super::config::{OBJECT_FEATURES, PolicyConfig};
 use super::encoder::Observations;
 use super::normalizer::Normalizer;
 use crate::fusion::{KeyPatches, cell_of, select_key_patches};
@@ -59,51 +61,48 @@ pub struct Frame<'a> {
     pub keypoints: &'a [[f32; 3]],
     /// The frozen local features of those keypoints, `N x C` row-major, invisible ones zeroed (GLUE).
     pub key_features: Option<&'a [f32]>,
+    /// The task objects' poses (x, y, z, qx, qy, qz, qw) from the simulator (privileged-state policy; empty
+    /// otherwise).
+    pub object_poses: &'a [[f32; 7]],
 }
 
-/// Builds the encoder input for `frames` (`M` rows, batch-major) with one crop per row.
+/// A task object's features in the privileged state: its position, then the first two columns of its rotation
+/// matrix (continuous in the rotation, unlike a quaternion's sign).
+pub fn object_features(poses: &[[f32; 7]]) -> Vec<f32> {
+    let mut out = Vec::with_capacity(poses.len() * OBJECT_FEATURES);
+    for &[px, py, pz, x, y, z, w] in poses {
+        out.extend([px, py, pz]);
+        out.extend([1.0 - 2.0 * (y * y + z * z), 2.0 * (x * y + w * z), 2.0 * (x * z - w * y)]);
+        out.extend([2.0 * (x * y - w * z), 1.0 - 2.0 * (x * x + z * z), 2.0 * (y * z + w * x)]);
+    }
+    out
+}
+
+/// Builds the encoder input of `config`'s policy for `frames` (`M` rows, batch-major) with one crop per row.
 pub fn observations(
     frames: &[Frame<'_>],
     crops: &[Crop],
-    image_size: usize,
-    grid: usize,
+    config: &PolicyConfig,
     normalizer: &Normalizer,
     device: &Device,
 ) -> Observations {
     assert_eq!(frames.len(), crops.len(), "one crop per frame");
     let m = frames.len();
-    let side = crops[0].side as usize;
-    assert!(crops.iter().all(|c| c.side as usize == side), "all crops of a batch share one side");
-    let mut pixels = vec![0f32; m * 3 * side * side];
-    for (i, (frame, crop)) in frames.iter().zip(crops).enumerate() {
-        let w = frame.width as usize;
-        for c in 0..3 {
-            let (mean, std) = (OPENAI_CLIP_MEAN[c] as f32, OPENAI_CLIP_STD[c] as f32);
-            let plane = &mut pixels[(i * 3 + c) * side * side..(i * 3 + c + 1) * side * side];
-            for y in 0..side {
-                let row = (crop.y as usize + y) * w + crop.x as usize;
-                for x in 0..side {
-                    let byte = frame.image[(row + x) * 3 + c];
-                    plane[y * side + x] = (f32::from(byte) / 255.0 - mean) / std;
-                }
-            }
-        }
-    }
-    let images = Tensor::<4>::from_data(TensorData::new(pixels, [m, 3, side, side]), device);
-    let images = if side == image_size {
-        images
-    } else {
-        let options = InterpolateOptions::new(InterpolateMode::Bilinear).with_output_size([image_size, image_size]);
-        interpolate(images, options)
-    };
-    let state_dim = normalizer.state.dim();
-    let mut states = Vec::with_capacity(m * state_dim);
+    let images = config.policy.uses_images().then(|| images(frames, crops, config.image_size, device));
+    let (state_dim, width) = (config.state_dim, config.state_width());
+    assert_eq!(normalizer.state.dim(), width, "the normaliser's state width");
+    let mut states = Vec::with_capacity(m * width);
     for frame in frames {
         let mut s = frame.state[..state_dim].to_vec();
+        if config.n_objects > 0 {
+            assert_eq!(frame.object_poses.len(), config.n_objects, "object poses: expected [{}, 7]", config.n_objects);
+            s.extend(object_features(frame.object_poses));
+        }
         normalizer.state.normalize(&mut s);
         states.extend(s);
     }
-    let state = Tensor::<2>::from_data(TensorData::new(states, [m, state_dim]), device);
+    let state = Tensor::<2>::from_data(TensorData::new(states, [m, width]), device);
+    let grid = config.fusion.grid;
     let key_patches = frames[0].key_features.map(|first| {
         let n = frames[0].keypoints.len();
         let channels = if n == 0 { 0 } else { first.len() / n };
@@ -124,6 +123,35 @@ pub fn observations(
         }
     });
     Observations { images, state, key_patches }
+}
+
+/// Crops, resizes (bilinear) and CLIP-normalises the frames' images to `[M, 3, image_size, image_size]`.
+fn images(frames: &[Frame<'_>], crops: &[Crop], image_size: usize, device: &Device) -> Tensor<4> {
+    let m = frames.len();
+    let side = crops[0].side as usize;
+    assert!(crops.iter().all(|c| c.side as usize == side), "all crops of a batch share one side");
+    let mut pixels = vec![0f32; m * 3 * side * side];
+    for (i, (frame, crop)) in frames.iter().zip(crops).enumerate() {
+        let w = frame.width as usize;
+        for c in 0..3 {
+            let (mean, std) = (OPENAI_CLIP_MEAN[c] as f32, OPENAI_CLIP_STD[c] as f32);
+            let plane = &mut pixels[(i * 3 + c) * side * side..(i * 3 + c + 1) * side * side];
+            for y in 0..side {
+                let row = (crop.y as usize + y) * w + crop.x as usize;
+                for x in 0..side {
+                    let byte = frame.image[(row + x) * 3 + c];
+                    plane[y * side + x] = (f32::from(byte) / 255.0 - mean) / std;
+                }
+            }
+        }
+    }
+    let images = Tensor::<4>::from_data(TensorData::new(pixels, [m, 3, side, side]), device);
+    if side == image_size {
+        images
+    } else {
+        let options = InterpolateOptions::new(InterpolateMode::Bilinear).with_output_size([image_size, image_size]);
+        interpolate(images, options)
+    }
 }
 
 /// The frozen local features of each frame's keypoints (`N x C` row-major per frame; invisible keypoints
@@ -167,11 +195,21 @@ mod tests {
         let state = [0.5f32; 7];
         let keypoints = [[8.5f32, 8.5, 1.0], [15.0, 0.0, 0.0]];
         let features = [1.0f32, 2.0, 0.0, 0.0];
-        let frame = Frame { image: &image, width: 16, height: 16, state: &state, keypoints: &keypoints, key_features: Some(&features) };
+        let frame = Frame {
+            image: &image,
+            width: 16,
+            height: 16,
+            state: &state,
+            keypoints: &keypoints,
+            key_features: Some(&features),
+            object_poses: &[],
+        };
         let range = |n| Range { min: vec![0.0; n], max: vec![1.0; n], constant_span: CONSTANT_SPAN };
         let normalizer = Normalizer { state: range(7), action: range(8) };
+        let mut config = PolicyConfig::new(crate::policy::PolicyKind::Glue, crate::policy::ModelSize::Small);
+        (config.image_size, config.fusion.grid) = (8, 4);
         let cells = |crop: Crop| -> Vec<i64> {
-            let obs = observations(&[frame], &[crop], 8, 4, &normalizer, &device);
+            let obs = observations(&[frame], &[crop], &config, &normalizer, &device);
             obs.key_patches.unwrap().cells.into_data().convert::<i64>().try_to_vec().unwrap()
         };
         // Uncropped: (8.5, 8.5) of 16 px in a 4x4 grid is cell (2, 2); (15, 0) is (0, 3).
@@ -180,9 +218,22 @@ mod tests {
         assert_eq!(cells(Crop { x: 4, y: 4, side: 8 }), vec![10, 3]);
         // Cropped to [8, 16): (0.5, 0.5) is (0, 0).
         assert_eq!(cells(Crop { x: 8, y: 8, side: 8 }), vec![0, 3]);
-        let obs = observations(&[frame, frame], &[Crop { x: 0, y: 0, side: 16 }; 2], 8, 4, &normalizer, &device);
-        assert_eq!(obs.images.dims(), [2, 3, 8, 8]);
+        let obs = observations(&[frame, frame], &[Crop { x: 0, y: 0, side: 16 }; 2], &config, &normalizer, &device);
+        assert_eq!(obs.images.expect("an image policy").dims(), [2, 3, 8, 8]);
         let s: Vec<f32> = obs.state.into_data().try_to_vec().unwrap();
         assert!(s.iter().all(|v| v.abs() < 1e-6), "0.5 in [0, 1] normalises to 0: {s:?}");
+    }
+
+    #[test]
+    fn object_features_are_the_position_and_two_rotation_columns() {
+        let h = std::f32::consts::FRAC_1_SQRT_2;
+        let features = object_features(&[[0.1, 0.2, 0.3, 0.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 0.0, 0.0, h, h]]);
+        let want = [0.1, 0.2, 0.3, 1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, -1.0, 0.0, 0.0];
+        assert_eq!(features.len(), 2 * OBJECT_FEATURES);
+        for (got, want) in features.iter().zip(want) {
+            assert!((got - want).abs() < 1e-6, "{features:?}");
+        }
+        // A quaternion and its negation are one rotation, and give one feature vector.
+        assert_eq!(object_features(&[[0.0, 0.0, 0.0, 0.0, 0.0, -h, -h]]), features[OBJECT_FEATURES..].to_vec());
     }
 }

@@ -12,10 +12,15 @@
 //! | `action`        | `FixedSizeList<Float32, 8>`  | [`Action::to_array`], issued after this observation |
 //! | `keypoints`     | `List<Float32>`, nullable    | tracker keypoints, flattened `[N, 3]`              |
 //! | `oracle_tracks` | `List<Float32>`, nullable    | simulator ground-truth tracks, flattened `[M, 3]`  |
+//! | `object_poses`  | `List<Float32>`, nullable    | simulator task-object poses, flattened `[N, 7]`    |
 //!
 //! Schema metadata (strings): `glue.format` = [`FORMAT`], `episode`, `task`, `text_query` (JSON list), `seed`,
 //! `variant`, `strength`, `width`, `height`, `control_hz`, `objects` (JSON list of `{name, instance}`),
 //! `success` (`"true"`/`"false"`) and `ticks`. Record batches are ZSTD-compressed.
+//!
+//! `object_poses` (x, y, z, qx, qy, qz, qw per task object, in the order of the `objects` metadata) is the
+//! privileged simulator state of [`crate::msg::ObjectPoses`], for the privileged-state policy
+//! (`glue train --policy state`); files written before it existed lack the column and read with `None`.
 //!
 //! Crash safety: [`EpisodeWriter`] streams every tick to `DIR/.<name>.partial` (IPC *stream* format, one batch
 //! per tick, flushed after each, so a `kill -9` loses at most the tick being written); [`EpisodeWriter::finish`]
@@ -180,6 +185,9 @@ pub struct Tick {
     pub keypoints: Option<Keypoints>,
     /// Simulator ground-truth point tracks, when recorded.
     pub oracle_tracks: Option<Keypoints>,
+    /// Simulator task-object poses `[N, 7]` (position, quaternion xyzw), in `EpisodeInfo::objects` order, when
+    /// recorded.
+    pub object_poses: Option<Vec<[f32; 7]>>,
 }
 
 /// A recorded episode, as read back by [`read_episode`].
@@ -294,6 +302,9 @@ fn item() -> FieldRef {
     Arc::new(Field::new_list_field(DataType::Float32, false))
 }
 
+/// The one column a file may lack: files written before it existed read with `Tick::object_poses` `None`.
+const OBJECT_POSES: &str = "object_poses";
+
 /// The column layout, without metadata.
 fn layout() -> Schema {
     Schema::new(vec![
@@ -305,6 +316,7 @@ fn layout() -> Schema {
         Field::new("action", DataType::FixedSizeList(item(), 8), false),
         Field::new("keypoints", DataType::List(item()), true),
         Field::new("oracle_tracks", DataType::List(item()), true),
+        Field::new(OBJECT_POSES, DataType::List(item()), true),
     ])
 }
 
@@ -327,6 +339,14 @@ fn check_tick(info: &EpisodeInfo, tick: &Tick) -> Result<(), Fault> {
     tick.action.validate().map_err(|e| ("action", e.to_string()))?;
     for (column, points) in [("keypoints", &tick.keypoints), ("oracle_tracks", &tick.oracle_tracks)] {
         points.as_ref().map_or(Ok(()), Keypoints::validate).map_err(|e| (column, e.to_string()))?;
+    }
+    if let Some(poses) = &tick.object_poses {
+        if poses.len() != info.objects.len() {
+            let want = info.objects.len();
+            return Err((OBJECT_POSES, format!("expected [{want}, 7] (one pose per task object), got [{}, 7]", poses.len())));
+        }
+        let names = info.objects.iter().map(|o| o.name.clone()).collect();
+        crate::msg::ObjectPoses { names, poses: poses.clone() }.validate().map_err(|e| (OBJECT_POSES, e.to_string()))?;
     }
     Ok(())
 }

@@ -15,7 +15,7 @@ use arrow::ipc::reader::{FileReader, StreamDecoder};
 
 use crate::msg::{Action, Keypoints, RobotState};
 
-use super::{Episode, EpisodeInfo, ErrorKind, FORMAT, Fault, RecordingError, Tick, at, check_tick, layout, parse};
+use super::{Episode, EpisodeInfo, ErrorKind, FORMAT, Fault, RecordingError, OBJECT_POSES, Tick, at, check_tick, layout, parse};
 
 /// Largest decompressed buffer a file may declare (Arrow Binary offsets are i32 anyway).
 const MAX_BUFFER: i64 = i32::MAX as i64;
@@ -155,6 +155,7 @@ fn check_schema(schema: &Schema) -> Result<(), ErrorKind> {
     for want in layout().fields() {
         let problem = match schema.field_with_name(want.name()) {
             Ok(got) if got.data_type() == want.data_type() => continue,
+            Err(_) if want.name() == OBJECT_POSES => continue,
             Ok(got) => format!("expected type {}, got {}", want.data_type(), got.data_type()),
             Err(_) => format!("missing (expected type {})", want.data_type()),
         };
@@ -173,6 +174,8 @@ struct Columns<'a> {
     action: &'a FixedSizeListArray,
     keypoints: &'a ListArray,
     oracle_tracks: &'a ListArray,
+    /// Absent in files written before the column existed.
+    object_poses: Option<&'a ListArray>,
 }
 
 fn column<'a, A: Array + 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a A, ErrorKind> {
@@ -202,6 +205,17 @@ fn keypoints_row(list: &ListArray, i: usize, column: &'static str) -> Result<Opt
     Keypoints::from_flat(&flat).map(Some).map_err(|e| (column, e.to_string()))
 }
 
+fn poses_row(list: &ListArray, i: usize) -> Result<Option<Vec<[f32; 7]>>, Fault> {
+    if list.is_null(i) {
+        return Ok(None);
+    }
+    let flat = floats(&list.value(i), OBJECT_POSES)?;
+    if !flat.len().is_multiple_of(7) {
+        return Err((OBJECT_POSES, format!("expected [N, 7] flattened, got {} values", flat.len())));
+    }
+    Ok(Some(flat.chunks_exact(7).map(|c| c.try_into().expect("chunks of 7")).collect()))
+}
+
 impl<'a> Columns<'a> {
     fn of(batch: &'a RecordBatch) -> Result<Self, ErrorKind> {
         Ok(Self {
@@ -213,6 +227,10 @@ impl<'a> Columns<'a> {
             action: column(batch, "action")?,
             keypoints: column(batch, "keypoints")?,
             oracle_tracks: column(batch, "oracle_tracks")?,
+            object_poses: match batch.column_by_name(OBJECT_POSES) {
+                Some(_) => Some(column(batch, OBJECT_POSES)?),
+                None => None,
+            },
         })
     }
 
@@ -236,6 +254,7 @@ impl<'a> Columns<'a> {
             action: Action::from_array(fixed_row(self.action, i, "action")?),
             keypoints: keypoints_row(self.keypoints, i, "keypoints")?,
             oracle_tracks: keypoints_row(self.oracle_tracks, i, "oracle_tracks")?,
+            object_poses: self.object_poses.map(|list| poses_row(list, i)).transpose()?.flatten(),
         })
     }
 }

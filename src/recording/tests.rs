@@ -61,6 +61,7 @@ fn tick(frame: u32) -> Tick {
         action: Action { position: [0.5, 0.0, 0.2 + 0.01 * f], orientation: [0.0, 1.0, 0.0, 0.0], gripper: 0.08 },
         keypoints: (frame % 3 != 1).then(|| Keypoints { points: vec![[1.5, 2.0, 1.0]; frame as usize % 3] }),
         oracle_tracks: Some(Keypoints { points: vec![[0.5, 1.0, 0.0], [3.0, 2.5, 1.0]] }),
+        object_poses: (frame % 2 == 0).then(|| vec![[0.4, 0.01 * f, 0.02, 0.0, 0.0, 0.0, 1.0], [0.6, -0.1, 0.02, 0.0, 0.0, 0.6, 0.8]]),
     }
 }
 
@@ -281,4 +282,42 @@ fn invalid_rows_and_metadata_are_named() {
         err.to_string().ends_with("metadata \"success\": expected \"true\" or \"false\", got \"yes\""),
         "{err}"
     );
+}
+
+/// A file written before the `object_poses` column existed (the same `glue.format`, one column fewer) reads with no
+/// poses on any tick; every other column as written.
+#[test]
+fn files_without_object_poses_read_as_none() {
+    let tmp = scratch("no-poses");
+    let ticks = [tick(0), tick(1)];
+    let columns: Vec<usize> = (0..layout().fields().len()).filter(|&i| layout().field(i).name() != OBJECT_POSES).collect();
+    let mut meta = info(0).to_metadata();
+    meta.insert("success".into(), "true".into());
+    meta.insert("ticks".into(), "2".into());
+    let schema = layout().project(&columns).unwrap().with_metadata(meta);
+    let batch = ticks_batch(&ticks).unwrap().project(&columns).unwrap();
+    let path = tmp.0.join("old.arrow");
+    write_file(&path, &schema, &batch.with_schema(Arc::new(schema.clone())).unwrap()).unwrap();
+    let episode = read_episode(&path).unwrap();
+    assert!(ticks[0].object_poses.is_some(), "the fixture tick carries poses");
+    for (read, written) in episode.ticks.iter().zip(&ticks) {
+        assert_eq!(read.object_poses, None);
+        assert_eq!(Tick { object_poses: None, ..written.clone() }, *read);
+    }
+}
+
+/// Object poses must hold one unit-quaternion pose per task object of the episode; the error names the column.
+#[test]
+fn object_poses_of_another_shape_are_named() {
+    let tmp = scratch("bad-poses");
+    let mut writer = EpisodeWriter::create(&tmp.0, info(0)).unwrap();
+    let mut bad = tick(0);
+    bad.object_poses = Some(vec![[0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]]);
+    let err = writer.push(bad).unwrap_err().to_string();
+    assert!(err.contains("column \"object_poses\" row 0: expected [2, 7] (one pose per task object), got [1, 7]"), "{err}");
+    let mut bad = tick(0);
+    bad.object_poses.as_mut().unwrap()[1][6] = 3.0;
+    let err = writer.push(bad).unwrap_err().to_string();
+    assert!(err.contains("column \"object_poses\" row 0") && err.contains("poses[1]"), "{err}");
+    assert_eq!(writer.ticks(), 0);
 }

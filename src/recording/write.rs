@@ -46,6 +46,17 @@ fn keypoints_list<'a>(rows: impl Iterator<Item = Option<&'a Keypoints>>) -> Resu
     )?))
 }
 
+fn poses_list<'a>(rows: impl Iterator<Item = Option<&'a Vec<[f32; 7]>>>) -> Result<ArrayRef, ArrowError> {
+    let (mut lengths, mut valid, mut values) = (Vec::new(), Vec::new(), Vec::<f32>::new());
+    for row in rows {
+        lengths.push(row.map_or(0, |p| p.len() * 7));
+        valid.push(row.is_some());
+        values.extend(row.into_iter().flatten().flatten());
+    }
+    let values = Arc::new(Float32Array::from(values));
+    Ok(Arc::new(ListArray::try_new(item(), OffsetBuffer::from_lengths(lengths), values, Some(NullBuffer::from(valid)))?))
+}
+
 /// The ticks as one record batch of the episode schema (no metadata).
 pub(super) fn ticks_batch(ticks: &[Tick]) -> Result<RecordBatch, ArrowError> {
     let columns: Vec<ArrayRef> = vec![
@@ -57,6 +68,7 @@ pub(super) fn ticks_batch(ticks: &[Tick]) -> Result<RecordBatch, ArrowError> {
         fixed_list(ticks.iter().flat_map(|t| t.action.to_array()), 8)?,
         keypoints_list(ticks.iter().map(|t| t.keypoints.as_ref()))?,
         keypoints_list(ticks.iter().map(|t| t.oracle_tracks.as_ref()))?,
+        poses_list(ticks.iter().map(|t| t.object_poses.as_ref()))?,
     ];
     RecordBatch::try_new(Arc::new(layout()), columns)
 }

@@ -37,6 +37,8 @@ pub struct Demo {
     pub actions: Vec<[f32; 8]>,
     /// Keypoints per frame (empty when not loaded).
     pub keypoints: Vec<Vec<[f32; 3]>>,
+    /// The task objects' poses per frame (privileged-state policy; empty when not loaded).
+    pub object_poses: Vec<Vec<[f32; 7]>>,
 }
 
 impl Demo {
@@ -53,8 +55,9 @@ impl Demo {
 
 /// Reads every successful episode under `paths` (files or folders of `.arrow` recordings); failed episodes are
 /// skipped and counted. With `keypoints`, each episode must carry the tracks (tracker column first, oracle
-/// second) with one count across all episodes; the source used is returned.
-pub fn load_demos(paths: &[PathBuf], keypoints: bool) -> Result<(Vec<Demo>, usize, Option<KeypointSource>)> {
+/// second) with one count across all episodes; the source used is returned. With `object_poses`, each episode
+/// must carry the `object_poses` column on every tick.
+pub fn load_demos(paths: &[PathBuf], keypoints: bool, object_poses: bool) -> Result<(Vec<Demo>, usize, Option<KeypointSource>)> {
     let mut files = Vec::new();
     for path in paths {
         if path.is_dir() {
@@ -84,7 +87,15 @@ pub fn load_demos(paths: &[PathBuf], keypoints: bool) -> Result<(Vec<Demo>, usiz
             states: Vec::with_capacity(episode.ticks.len()),
             actions: Vec::with_capacity(episode.ticks.len()),
             keypoints: Vec::new(),
+            object_poses: Vec::new(),
         };
+        ensure!(
+            !object_poses || episode.ticks.iter().all(|t| t.object_poses.is_some()),
+            "{}: the privileged-state policy needs the object_poses column on every tick, and this episode lacks it \
+             (recorded before the column existed, or by a dataflow without sim/object_poses: record it again with \
+             `glue record`)",
+            file.display()
+        );
         let this_source = if !keypoints {
             None
         } else if episode.ticks.iter().all(|t| t.keypoints.is_some()) {
@@ -106,6 +117,9 @@ pub fn load_demos(paths: &[PathBuf], keypoints: bool) -> Result<(Vec<Demo>, usiz
             demo.images.push(tick.image);
             demo.states.push(tick.robot_state.to_array());
             demo.actions.push(tick.action.to_array());
+            if object_poses {
+                demo.object_poses.push(tick.object_poses.expect("checked"));
+            }
             match this_source {
                 Some(KeypointSource::Tracker) => demo.keypoints.push(tick.keypoints.expect("checked").points),
                 Some(KeypointSource::Oracle) => demo.keypoints.push(tick.oracle_tracks.expect("checked").points),

@@ -33,7 +33,7 @@ use crate::policy::checkpoint::{
     LOCAL_ENCODER_DIR, MODEL_SAFETENSORS, NORMALIZER_JSON, POLICY_JSON, Precision, TRAINED_ON_JSON, TrainedOn, load_into, load_net, save_net,
 };
 use crate::policy::normalizer::{CONSTANT_SPAN, Normalizer, Range};
-use crate::policy::observation::{Crop, Frame, key_features, observations};
+use crate::policy::observation::{Crop, Frame, key_features, object_features, observations};
 use crate::policy::{Encoder, PolicyConfig, PolicyNet, ddim_for, gaussian};
 use crate::vit::{ClipVisionModel, GridEncoder};
 use data::{Demo, KeypointSource, Sample, action_ticks, load_demos, obs_ticks, samples, split};
@@ -240,6 +240,7 @@ impl Dataset {
                     state: &demo.states[t][..config.state_dim],
                     keypoints,
                     key_features,
+                    object_poses: demo.object_poses.get(t).map_or(&[][..], Vec::as_slice),
                 });
                 crops.push(crop);
             }
@@ -249,18 +250,32 @@ impl Dataset {
                 actions.extend(a);
             }
         }
-        let obs = observations(&frames, &crops, config.image_size, config.fusion.grid, &self.normalizer, device);
+        let obs = observations(&frames, &crops, config, &self.normalizer, device);
         let actions = Tensor::from_data(TensorData::new(actions, [batch.len(), config.horizon, config.action_dim]), device);
         (obs, actions)
     }
 }
 
-/// Fits the normaliser on the training demos.
-fn fit_normalizer(demos: &[Demo], which: &[usize], state_dim: usize, constant_span: f32) -> Result<Normalizer> {
-    let states = which.iter().flat_map(|&d| demos[d].states.iter().map(move |s| &s[..state_dim]));
+/// Fits the normaliser on the training demos: the robot state (with the object features for the privileged-state
+/// policy) and the actions.
+fn fit_normalizer(demos: &[Demo], which: &[usize], config: &PolicyConfig, constant_span: f32) -> Result<Normalizer> {
+    let state_dim = config.state_dim;
+    let rows: Vec<Vec<f32>> = which
+        .iter()
+        .flat_map(|&d| {
+            let demo = &demos[d];
+            demo.states.iter().enumerate().map(move |(t, s)| {
+                let mut row = s[..state_dim].to_vec();
+                if let Some(poses) = demo.object_poses.get(t) {
+                    row.extend(object_features(poses));
+                }
+                row
+            })
+        })
+        .collect();
     let actions = which.iter().flat_map(|&d| demos[d].actions.iter().map(|a| a.as_slice()));
     Ok(Normalizer {
-        state: Range::fit("state", state_dim, states, constant_span)?,
+        state: Range::fit("state", config.state_width(), rows.iter().map(Vec::as_slice), constant_span)?,
         action: Range::fit("action", 8, actions, constant_span)?,
     })
 }
@@ -416,7 +431,6 @@ pub fn resume(out: &Path, overrides: ResumeOverrides, device: &Device) -> Result
 
 fn run(mut config: TrainConfig, out: &Path, resume: bool, device: &Device) -> Result<TrainReport> {
     let started = Instant::now();
-    config.policy.validate()?;
     ensure!(config.batch_size > 0 && config.epochs > 0, "batch_size and epochs must be positive");
     ensure!(config.max_minutes.is_none_or(|m| m > 0.0), "max_minutes must be positive");
     let glue = config.policy.policy.uses_key_patches();
@@ -430,10 +444,18 @@ fn run(mut config: TrainConfig, out: &Path, resume: bool, device: &Device) -> Re
         "keypoint_dropout applies to GLUE's key patches; --policy {} has none",
         config.policy.policy.name()
     );
+    let (demos, failed, source) = load_demos(&config.data, glue, config.policy.policy.uses_object_poses())?;
+    if config.policy.policy.uses_object_poses() {
+        let n = demos[0].object_poses[0].len();
+        config.policy.set_n_objects(n)?;
+        if let Some(d) = demos.iter().find(|d| d.object_poses.iter().any(|p| p.len() != n)) {
+            bail!("{}: object poses of another object count than {n} (train one task per run)", d.path.display());
+        }
+    }
+    config.policy.validate()?;
     std::fs::create_dir_all(out).wrap_err_with(|| format!("cannot create {}", out.display()))?;
     std::fs::write(out.join("train.json"), serde_json::to_string_pretty(&config)?)?;
 
-    let (demos, failed, source) = load_demos(&config.data, glue)?;
     let trained_on =
         TrainedOn { task: demos[0].task.clone(), episodes: demos.len(), frames: demos.iter().map(Demo::len).sum() };
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
@@ -447,7 +469,7 @@ fn run(mut config: TrainConfig, out: &Path, resume: bool, device: &Device) -> Re
         trained_on.frames,
         source.map_or(String::new(), |s| format!(", keypoints from {s:?}"))
     );
-    let normalizer = fit_normalizer(&demos, &train_ids, config.policy.state_dim, config.constant_span)?;
+    let normalizer = fit_normalizer(&demos, &train_ids, &config.policy, config.constant_span)?;
     normalizer.save(&out.join(NORMALIZER_JSON))?;
 
     let key_features = if glue {
@@ -507,7 +529,9 @@ fn run(mut config: TrainConfig, out: &Path, resume: bool, device: &Device) -> Re
                     e.global = global;
                     Encoder::GlueS(e)
                 }
-                Encoder::Dp(_) => bail!("--global-init applies to glue and glue-s, not dp"),
+                Encoder::Dp(_) | Encoder::State(_) => {
+                    bail!("--global-init applies to glue and glue-s, not {}", config.policy.policy.name())
+                }
             };
         }
         if let Some(dir) = &config.init {
@@ -766,6 +790,7 @@ mod tests {
             states: vec![[0.0; 15]; ticks],
             actions: vec![[0.0; 8]; ticks],
             keypoints: vec![vec![[10.0, 10.0, 1.0], [50.0, 40.0, 1.0]]; ticks],
+            object_poses: Vec::new(),
         };
         let key_features = vec![vec![vec![1.0f32; n * c]; ticks]];
         let range = |d| Range { min: vec![-1.0; d], max: vec![1.0; d], constant_span: CONSTANT_SPAN };

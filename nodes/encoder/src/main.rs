@@ -2,8 +2,10 @@
 //!
 //! Settings: `CHECKPOINT` (a checkpoint folder, see `glue::policy::checkpoint`; `--device` is the CPU here).
 //! Inputs: `episode` (a newer episode, announced by its start or by its first frame, resets the condition
-//! history), `image`, `robot_state`, and for GLUE `keypoints` (`[N, 3]` tracks: the tracker's, or the simulator's `oracle_tracks`). Inputs of one frame may arrive in any
-//! order: they are joined by the header's (episode, frame).
+//! history), `image`, `robot_state`, for GLUE `keypoints` (`[N, 3]` tracks: the tracker's, or the simulator's
+//! `oracle_tracks`), and for the privileged-state diagnostic (`glue train --policy state`) `object_poses` (the
+//! simulator's; that policy needs no `image`). Inputs a policy does not read are ignored. Inputs of one frame may
+//! arrive in any order: they are joined by the header's (episode, frame).
 //! Output: `condition` (`[n_obs_steps · step_dim]`) with the header of the frame it ends at. At the end of the run
 //! the node prints its per-frame latency (mean, p95).
 
@@ -12,7 +14,7 @@ use std::time::Instant;
 
 use dora_bridge::{CurrentEpisode, EpisodeOrder, Input, Latency, decode, next_input, send};
 use dora_node_api::DoraNode;
-use glue::msg::{Condition, EpisodeEvent, Header, Image, Keypoints, RobotState};
+use glue::msg::{Condition, EpisodeEvent, Header, Image, Keypoints, ObjectPoses, RobotState};
 use glue::policy::Policy;
 use glue::policy::observation::Frame;
 use glue::policy::runtime::ConditionBuffer;
@@ -24,12 +26,14 @@ struct Pending {
     image: Option<Image>,
     state: Option<RobotState>,
     keypoints: Option<Keypoints>,
+    object_poses: Option<ObjectPoses>,
 }
 
 fn main() -> eyre::Result<()> {
     let checkpoint = std::env::var("CHECKPOINT").map_err(|_| eyre::eyre!("encoder: set CHECKPOINT to a checkpoint folder"))?;
     let policy = Policy::load(checkpoint.as_ref(), &burn::tensor::Device::flex())?;
-    let glue = policy.config.policy.uses_key_patches();
+    let kind = policy.config.policy;
+    let (glue, images, poses) = (kind.uses_key_patches(), kind.uses_images(), kind.uses_object_poses());
     let (mut node, mut events) = DoraNode::init_from_env()?;
     let mut buffer = ConditionBuffer::new(policy.config.n_obs_steps);
     let mut current = CurrentEpisode::default();
@@ -55,6 +59,11 @@ fn main() -> eyre::Result<()> {
                 part.keypoints = Some(keypoints);
                 h
             }
+            "object_poses" => {
+                let (h, object_poses) = decode::<ObjectPoses>(&metadata, &data)?;
+                part.object_poses = Some(object_poses);
+                h
+            }
             other => eyre::bail!("encoder: unexpected input `{other}`"),
         };
         match current.observe(header.episode) {
@@ -74,21 +83,29 @@ fn main() -> eyre::Result<()> {
         entry.image = entry.image.take().or(part.image);
         entry.state = entry.state.take().or(part.state);
         entry.keypoints = entry.keypoints.take().or(part.keypoints);
-        let ready = entry.image.is_some() && entry.state.is_some() && (!glue || entry.keypoints.is_some());
+        entry.object_poses = entry.object_poses.take().or(part.object_poses);
+        let ready = entry.state.is_some()
+            && (!images || entry.image.is_some())
+            && (!glue || entry.keypoints.is_some())
+            && (!poses || entry.object_poses.is_some());
         if !ready {
             continue;
         }
-        let Pending { header: Some(h), image: Some(image), state: Some(state), keypoints } =
+        let Pending { header: Some(h), image, state: Some(state), keypoints, object_poses } =
             pending.remove(&key).expect("present")
         else {
             unreachable!("checked ready")
         };
         let start = Instant::now();
         let keypoints = keypoints.map(|k| k.points).unwrap_or_default();
-        let rgb = image::RgbImage::from_raw(image.width, image.height, image.data)
-            .ok_or_else(|| eyre::eyre!("encoder: image is not {}x{} rgb8", image.width, image.height))?;
-        let features = policy.key_features(&rgb, &keypoints)?;
+        let rgb = match image.filter(|_| images) {
+            Some(image) => image::RgbImage::from_raw(image.width, image.height, image.data)
+                .ok_or_else(|| eyre::eyre!("encoder: image is not {}x{} rgb8", image.width, image.height))?,
+            None => image::RgbImage::new(0, 0),
+        };
+        let features = if glue { policy.key_features(&rgb, &keypoints)? } else { None };
         let state = state.to_array();
+        let object_poses = object_poses.filter(|_| poses).map(|p| p.poses).unwrap_or_default();
         let frame = Frame {
             image: rgb.as_raw(),
             width: rgb.width(),
@@ -96,6 +113,7 @@ fn main() -> eyre::Result<()> {
             state: &state,
             keypoints: &keypoints,
             key_features: features.as_deref(),
+            object_poses: &object_poses,
         };
         let step = policy.step_condition(&frame).map_err(|e| eyre::eyre!("encoder: frame {}: {e:#}", h.frame))?;
         let condition = Condition { values: buffer.push(step) };

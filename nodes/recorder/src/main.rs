@@ -2,7 +2,9 @@
 //! `glue::recording`), crash-safe: a cut episode stays a `.partial` file that loaders ignore.
 //!
 //! Inputs: `episode`, `image`, `robot_state`, `action` (required), and, when the dataflow connects them,
-//! `segmentation`, `oracle_tracks`, `keypoints`. A tick is written once every connected input has arrived for its
+//! `segmentation`, `oracle_tracks`, `keypoints`, `object_poses` (privileged simulator state, for training
+//! `glue train --policy state`; an empty list, as the replay node sends for files without poses, is recorded as
+//! none). A tick is written once every connected input has arrived for its
 //! frame; the episode is finalised when its end event has come and all its ticks are written.
 //! Each run writes into its own folder `OUT_DIR/<dataflow id>` (time-ordered UUIDs), so runs never collide.
 //! Settings: `OUT_DIR` (default `out/recordings`), `CONTROL_HZ` (default 10).
@@ -12,7 +14,7 @@ use std::path::PathBuf;
 
 use dora_bridge::{Input, decode, env_or, next_input};
 use dora_node_api::{DoraArray, DoraNode, Metadata};
-use glue::msg::{Action, EpisodeEvent, Header, Image, Keypoints, RobotState, Segmentation};
+use glue::msg::{Action, EpisodeEvent, Header, Image, Keypoints, ObjectPoses, RobotState, Segmentation};
 use glue::recording::{EpisodeInfo, EpisodeWriter, Tick};
 
 /// The parts of one tick received so far.
@@ -25,6 +27,7 @@ struct Parts {
     action: Option<Action>,
     oracle_tracks: Option<Keypoints>,
     keypoints: Option<Keypoints>,
+    object_poses: Option<ObjectPoses>,
 }
 
 /// One per-frame input, decoded and validated.
@@ -35,6 +38,7 @@ enum Part {
     Action(Action),
     OracleTracks(Keypoints),
     Keypoints(Keypoints),
+    ObjectPoses(ObjectPoses),
 }
 
 /// Decodes the per-frame input `id` into its message type.
@@ -46,6 +50,7 @@ fn decode_part(id: &str, metadata: &Metadata, data: &DoraArray) -> eyre::Result<
         "action" => decode::<Action>(metadata, data).map(|(h, m)| (h, Part::Action(m)))?,
         "oracle_tracks" => decode::<Keypoints>(metadata, data).map(|(h, m)| (h, Part::OracleTracks(m)))?,
         "keypoints" => decode::<Keypoints>(metadata, data).map(|(h, m)| (h, Part::Keypoints(m)))?,
+        "object_poses" => decode::<ObjectPoses>(metadata, data).map(|(h, m)| (h, Part::ObjectPoses(m)))?,
         other => eyre::bail!("recorder: unexpected input `{other}`"),
     })
 }
@@ -55,6 +60,7 @@ struct Connected {
     segmentation: bool,
     oracle_tracks: bool,
     keypoints: bool,
+    object_poses: bool,
 }
 
 impl Parts {
@@ -66,6 +72,7 @@ impl Parts {
             Part::Action(m) => self.action = Some(m),
             Part::OracleTracks(m) => self.oracle_tracks = Some(m),
             Part::Keypoints(m) => self.keypoints = Some(m),
+            Part::ObjectPoses(m) => self.object_poses = Some(m),
         }
     }
 
@@ -76,6 +83,7 @@ impl Parts {
             && (!c.segmentation || self.segmentation.is_some())
             && (!c.oracle_tracks || self.oracle_tracks.is_some())
             && (!c.keypoints || self.keypoints.is_some())
+            && (!c.object_poses || self.object_poses.is_some())
     }
 
     fn into_tick(self, frame: u64) -> Tick {
@@ -88,6 +96,7 @@ impl Parts {
             action: self.action.expect("complete tick"),
             keypoints: self.keypoints,
             oracle_tracks: self.oracle_tracks,
+            object_poses: self.object_poses.map(|p| p.poses).filter(|p| !p.is_empty()),
         }
     }
 }
@@ -171,7 +180,7 @@ fn main() -> eyre::Result<()> {
     let mut rec = Recorder {
         out_dir: PathBuf::from(env_or("OUT_DIR", "out/recordings".to_string())?).join(node.dataflow_id().to_string()),
         control_hz: env_or("CONTROL_HZ", 10.0)?,
-        connected: Connected { segmentation: has("segmentation"), oracle_tracks: has("oracle_tracks"), keypoints: has("keypoints") },
+        connected: Connected { segmentation: has("segmentation"), oracle_tracks: has("oracle_tracks"), keypoints: has("keypoints"), object_poses: has("object_poses") },
         active: BTreeMap::new(),
         closed: BTreeSet::new(),
         written: 0,

@@ -1,6 +1,8 @@
 //! `replay` node: streams recorded episodes back into the graph with the simulator's output ids (`episode`,
-//! `image`, `segmentation`, `robot_state`, `oracle_tracks`, `keypoints`) plus the recorded `action`, at the
-//! recorded timing divided by `SPEED`.
+//! `image`, `segmentation`, `robot_state`, `oracle_tracks`, `keypoints`, `object_poses`) plus the recorded
+//! `action`, at the recorded timing divided by `SPEED`. `object_poses` goes out on every tick, empty for files
+//! recorded without the column (the recorder writes an empty list as "not recorded"), so a graph that connects it
+//! replays old and new recordings alike.
 //!
 //! Episodes are numbered in stream order (files recorded separately may all be episode 0).
 //! Settings: `RECORDINGS` (an episode file or a directory of `*.arrow`, default `recordings`), `SPEED` (default 1;
@@ -11,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use dora_bridge::{env_or, linger, send};
 use dora_node_api::{DoraNode, Event};
-use glue::msg::{EpisodeEvent, Header, Image, Segmentation};
+use glue::msg::{EpisodeEvent, Header, Image, ObjectPoses, Segmentation};
 use glue::recording::{list_episodes, read_episode, Episode};
 
 /// Streams `episode` as stream episode number `index`.
@@ -44,6 +46,9 @@ fn stream(node: &mut DoraNode, index: u64, episode: &Episode, speed: f64) -> eyr
         if let Some(kp) = &tick.keypoints {
             send(node, "keypoints", &h, kp)?;
         }
+        let poses = tick.object_poses.clone().unwrap_or_default();
+        let names = if poses.is_empty() { Vec::new() } else { info.objects.iter().map(|o| o.name.clone()).collect() };
+        send(node, "object_poses", &h, &ObjectPoses { names, poses })?;
         send(node, "action", &h, &tick.action)?;
     }
     let last = episode.ticks.last().map_or(0, |t| t.timestamp_ns);
