@@ -3,8 +3,8 @@
 //! Inputs: `episode` (a newer episode, announced by its start or any of its messages, forgets the previous
 //! tracks), `image`, `keypoints_init` (the grounding node's keypoints on the episode's first frame). Output:
 //! `keypoints` (`[N, 3]` = x, y, visible, indices stable for the whole episode) for the init frame and every later
-//! frame. Frames that arrive before the init are kept
-//! and tracked as soon as it comes. Settings: none (the tracker is `glue::track::KltTracker` with its documented
+//! frame. Frames that arrive before the init are kept and tracked as soon as it comes; an init that arrives
+//! before its own frame (the two come from different nodes, in either order) waits for it. Settings: none (the tracker is `glue::track::KltTracker` with its documented
 //! defaults; an episode whose grounding found no object keeps its invisible keypoints, see
 //! `glue::annotate::EpisodeTracks`). At the end of the run the node prints its per-frame latency (mean, p95).
 
@@ -34,6 +34,8 @@ fn main() -> eyre::Result<()> {
     // The current episode's frames not tracked yet, by frame index.
     let mut waiting: BTreeMap<u64, (Header, Image)> = BTreeMap::new();
     let mut tracker: Option<EpisodeTracks> = None;
+    // The current episode's keypoints_init while its frame has not arrived: (frame index, keypoints).
+    let mut init: Option<(u64, Keypoints)> = None;
     let mut latency = Latency::default();
     while let Some(Input { id, metadata, data }) = next_input(&mut events) {
         let (h, payload) = match id.as_str() {
@@ -53,6 +55,7 @@ fn main() -> eyre::Result<()> {
             EpisodeOrder::New => {
                 waiting.clear();
                 tracker = None;
+                init = None;
             }
             EpisodeOrder::Current => {}
         }
@@ -61,17 +64,21 @@ fn main() -> eyre::Result<()> {
             Payload::Frame(image) => {
                 waiting.insert(h.frame, (h, image));
             }
-            Payload::Init(init) => {
-                let Some((fh, first)) = waiting.remove(&h.frame) else {
-                    eyre::bail!("tracker: keypoints_init for frame {} of episode {} but its image never came", h.frame, h.episode)
-                };
-                let start = Instant::now();
-                let t = EpisodeTracks::start(&rgb(first)?, &init.points)?;
-                latency.record(start);
-                send(&mut node, "keypoints", &fh, &Keypoints { points: t.current() })?;
-                tracker = Some(t);
-                waiting.retain(|&f, _| f > h.frame);
+            Payload::Init(points) => {
+                eyre::ensure!(tracker.is_none() && init.is_none(), "tracker: a second keypoints_init in episode {}", h.episode);
+                init = Some((h.frame, points));
             }
+        }
+        if let Some((frame, _)) = &init
+            && let Some((fh, first)) = waiting.remove(frame)
+        {
+            let (frame, points) = init.take().expect("matched above");
+            let start = Instant::now();
+            let t = EpisodeTracks::start(&rgb(first)?, &points.points)?;
+            latency.record(start);
+            send(&mut node, "keypoints", &fh, &Keypoints { points: t.current() })?;
+            tracker = Some(t);
+            waiting.retain(|&f, _| f > frame);
         }
         if let Some(t) = tracker.as_mut() {
             while let Some((_, (h, image))) = waiting.pop_first() {
