@@ -74,6 +74,47 @@ pub struct EvalConfig {
     /// Where the keypoints of an episode whose first frame shows no queried object sit, in pixels
     /// ([`crate::annotate::first_frame_keypoints`]; the grounding node's `UNSEEN_AT`); `None`: the image centre.
     pub unseen_at: Option<[f32; 2]>,
+    /// The privileged-state diagnostic only: a localisation error, m. Each episode perceives every task object
+    /// displaced horizontally by a fixed offset drawn per axis from N(0, σ²) ([`PoseError`]); 0 feeds the true
+    /// poses. Recordings keep the true poses.
+    pub object_pose_error: f32,
+}
+
+/// [`EvalConfig::object_pose_error`]'s generator stream, seeded by the scene seed, so a scene gets the same offsets
+/// whatever the sampling seed and whichever episodes share its batch.
+const POSE_ERROR_STREAM: u64 = 16;
+
+/// What the privileged-state policy is told about the objects' poses in one episode: the true poses displaced
+/// horizontally by one fixed offset per object, as a visual localiser's systematic error would displace them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PoseError {
+    /// `[dx, dy]` per task object, m.
+    offsets: Vec<[f32; 2]>,
+}
+
+impl PoseError {
+    /// The offsets of scene `seed` for `objects` task objects at standard deviation `std` (m, per axis).
+    pub fn new(seed: u64, objects: usize, std: f32) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        rng.set_stream(POSE_ERROR_STREAM);
+        let values = crate::policy::gaussian_values(&mut rng, 2 * objects);
+        Self { offsets: values.chunks(2).map(|v| [std * v[0], std * v[1]]).collect() }
+    }
+
+    /// `poses` as perceived.
+    pub fn apply(&self, poses: &[[f32; 7]]) -> Vec<[f32; 7]> {
+        poses.iter().zip(&self.offsets).map(|(p, [dx, dy])| {
+            let mut q = *p;
+            q[0] += dx;
+            q[1] += dy;
+            q
+        }).collect()
+    }
+}
+
+/// Leaves [`EvalReport::object_pose_error`] out of `eval.json` when it is 0, as in every file written before it.
+fn is_zero(x: &f32) -> bool {
+    *x == 0.0
 }
 
 /// One episode's outcome.
@@ -237,6 +278,9 @@ pub struct EvalReport {
     /// [`EvalConfig::unseen_at`]; absent: the image centre.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unseen_at: Option<[f32; 2]>,
+    /// [`EvalConfig::object_pose_error`], m (absent: 0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub object_pose_error: f32,
     pub latency: Latency,
     pub per_episode: Vec<EpisodeResult>,
 }
@@ -317,6 +361,8 @@ struct Episode {
     invalid: u32,
     /// This tick's observation, camera image and keypoints.
     current: Option<Observed>,
+    /// How the privileged-state policy perceives the objects' poses ([`EvalConfig::object_pose_error`]).
+    pose_error: PoseError,
     /// Per-episode work (sim, grounding, tracker), summed over the episode's ticks.
     times: StageTimes,
 }
@@ -344,6 +390,16 @@ fn for_each_parallel<T: Send>(items: &mut [&mut T], f: impl Fn(&mut T) -> Result
 pub fn evaluate(config: &EvalConfig, out: &Path, device: &Device) -> Result<EvalReport> {
     ensure!(config.parallel > 0, "--parallel must be at least 1");
     let policy = Policy::load(&config.checkpoint, device)?;
+    ensure!(
+        config.object_pose_error >= 0.0 && config.object_pose_error.is_finite(),
+        "--object-pose-error: expected a standard deviation >= 0 m, got {}",
+        config.object_pose_error
+    );
+    ensure!(
+        config.object_pose_error == 0.0 || policy.config.policy.uses_object_poses(),
+        "--object-pose-error applies to the privileged-state policy (--policy state); {} reads no object poses",
+        policy.config.policy.name()
+    );
     policy.check_task(config.task.name()).wrap_err_with(|| format!("--checkpoint {}", config.checkpoint.display()))?;
     let grid = match config.keypoints {
         Keypoints::Tracker => Some(GridEncoder::load(&config.keypoint_weights, 2, device)?),
@@ -367,6 +423,7 @@ pub fn evaluate(config: &EvalConfig, out: &Path, device: &Device) -> Result<Eval
                 Some(dir) => Some(EpisodeWriter::create(dir, episode_info(&sim, index))?),
                 None => None,
             };
+            let pose_error = PoseError::new(spec.seed, sim.objects().len(), config.object_pose_error);
             episodes.push(Episode {
                 index,
                 spec,
@@ -379,6 +436,7 @@ pub fn evaluate(config: &EvalConfig, out: &Path, device: &Device) -> Result<Eval
                 frames: Vec::new(),
                 invalid: 0,
                 current: None,
+                pose_error,
                 times: StageTimes::default(),
             });
         }
@@ -425,6 +483,11 @@ pub fn evaluate(config: &EvalConfig, out: &Path, device: &Device) -> Result<Eval
             let keypoints: Vec<Vec<[f32; 3]>> = current.iter().map(|c| c.2.clone()).collect();
             let features = policy.key_features_batch(&images, &keypoints)?;
             let states: Vec<Vec<f32>> = current.iter().map(|c| c.0.robot_state.to_array().to_vec()).collect();
+            let perceived: Vec<Vec<[f32; 7]>> = if policy.config.policy.uses_object_poses() {
+                active.iter().zip(&current).map(|(e, c)| e.pose_error.apply(&c.3.poses)).collect()
+            } else {
+                vec![Vec::new(); current.len()]
+            };
             let frames: Vec<Frame<'_>> = (0..current.len())
                 .map(|j| Frame {
                     image: images[j].as_raw(),
@@ -433,7 +496,7 @@ pub fn evaluate(config: &EvalConfig, out: &Path, device: &Device) -> Result<Eval
                     state: &states[j],
                     keypoints: &keypoints[j],
                     key_features: features.as_ref().map(|f| f[j].as_slice()),
-                    object_poses: if policy.config.policy.uses_object_poses() { &current[j].3.poses } else { &[] },
+                    object_poses: &perceived[j],
                 })
                 .collect();
             let steps = policy.step_conditions(&frames)?;
@@ -577,6 +640,7 @@ fn write_report(config: &EvalConfig, policy: &str, results: Vec<EpisodeResult>, 
         parallel: config.parallel,
         temporal_ensemble: config.temporal_ensemble,
         unseen_at: config.unseen_at,
+        object_pose_error: config.object_pose_error,
         latency,
         per_episode: results,
     };
@@ -604,6 +668,10 @@ pub struct DataflowSetup {
 /// bound; `chunk_*` the policy node's chunk sampling).
 pub fn evaluate_in_dataflow(config: &EvalConfig, out: &Path, setup: &DataflowSetup) -> Result<EvalReport> {
     use crate::dataflow::{Graph, absolute, dora_run, node_latency, node_messages};
+    ensure!(
+        config.object_pose_error == 0.0,
+        "--object-pose-error is in-process only: the graph's encoder reads the simulator's true object poses"
+    );
     ensure!(
         config.keypoints == Keypoints::Tracker,
         "--keypoints oracle: the graph runs the perception pipeline (grounding and tracker nodes); oracle keypoints are in-process only"
@@ -747,6 +815,25 @@ mod tests {
         assert!(err.contains("place_error_m=NaN"), "{err}");
     }
 
+    /// The localisation error of `--object-pose-error`: per scene seed the same offsets (whatever else runs), their
+    /// spread is the given standard deviation, only x and y move, and 0 leaves the poses as they are.
+    #[test]
+    fn pose_errors_displace_each_object_horizontally_by_a_seeded_offset() {
+        let poses = [[0.4, 0.1, 0.02, 0.0, 0.0, 0.6, 0.8], [0.6, -0.1, 0.03, 0.0, 0.0, 0.0, 1.0]];
+        assert_eq!(PoseError::new(3, 2, 0.0).apply(&poses), poses.to_vec());
+        let (a, b) = (PoseError::new(3, 2, 0.01), PoseError::new(3, 2, 0.01));
+        assert_eq!(a, b);
+        assert_ne!(a, PoseError::new(4, 2, 0.01));
+        let moved = a.apply(&poses);
+        for (m, p) in moved.iter().zip(&poses) {
+            assert_eq!(m[2..], p[2..], "height and rotation stay");
+            assert!(m[0] != p[0] && m[1] != p[1]);
+        }
+        let offsets: Vec<f32> = (0..2000).flat_map(|seed| PoseError::new(seed, 1, 0.01).offsets[0]).collect();
+        let std = (offsets.iter().map(|v| v * v).sum::<f32>() / offsets.len() as f32).sqrt();
+        assert!((std - 0.01).abs() < 0.0005, "spread {std}");
+    }
+
     #[test]
     fn failed_pick_and_place_episodes_are_sorted_by_stage() {
         let episode = |success, grasped, held, error| EpisodeResult {
@@ -773,6 +860,7 @@ mod tests {
             parallel: 1,
             temporal_ensemble: None,
             unseen_at: None,
+            object_pose_error: 0.0,
             latency: Latency::default(),
             per_episode: vec![
                 episode(true, true, false, 0.01),

@@ -10,6 +10,7 @@ pub mod annotate;
 pub mod bench;
 pub mod collect;
 pub mod compare;
+pub mod curve;
 pub mod dataflow;
 pub mod device;
 pub mod diffusion;

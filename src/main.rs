@@ -201,6 +201,11 @@ enum Command {
         /// finds nothing").
         #[arg(long, value_name = "X,Y", value_parser = glue::annotate::parse_unseen_at)]
         unseen_at: Option<[f32; 2]>,
+        /// The privileged-state policy only (`--policy state` checkpoints): perceive every task object displaced
+        /// horizontally by a fixed offset per episode, N(0, STD²) per axis, in metres (a localisation error); 0
+        /// feeds the true poses. In-process only.
+        #[arg(long, value_name = "STD", default_value_t = 0.0)]
+        object_pose_error: f32,
         /// Run the episodes through the dora graph (`dora run`, one episode at a time) instead of in-process: the
         /// same nodes as the README's main job, its episodes kept in OUT/episodes, its settings in OUT/dataflow.yml.
         #[arg(long)]
@@ -247,6 +252,19 @@ enum Command {
         /// Side b: eval.json files, or folders holding one.
         #[arg(long, num_args = 1.., required = true)]
         b: Vec<PathBuf>,
+    },
+    /// Success rate against one evaluation setting (a sweep's eval.json files): a table with 95% Wilson intervals
+    /// and a PNG chart, one curve per task and policy.
+    Curve {
+        /// eval.json files, or folders holding one.
+        #[arg(required = true)]
+        evals: Vec<PathBuf>,
+        /// The setting on the x axis.
+        #[arg(long, value_enum)]
+        x: glue::curve::Axis,
+        /// The chart (PNG).
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Measure throughput and print a table: the simulator and recorder (`--suite sim`) or the models
     /// (`--suite models`, same shapes as benches/torch_reference.py).
@@ -549,6 +567,7 @@ fn loop_bench(repeats: u32, device: &burn::tensor::Device) -> eyre::Result<Strin
         parallel: 1,
         temporal_ensemble: None,
         unseen_at: None,
+        object_pose_error: 0.0,
     };
     let report = glue::eval::evaluate(&config, &out, device);
     std::fs::remove_dir_all(&out).ok();
@@ -722,7 +741,7 @@ fn run(cli: Cli) -> eyre::Result<bool> {
             }
         }
         Command::Train(args) => train(args)?,
-        Command::Eval { checkpoint, scene, episodes, seed_start, keypoints, k, keypoint_weights, video, record, seed, parallel, temporal_ensemble, unseen_at, dataflow, graph, out, device } => {
+        Command::Eval { checkpoint, scene, episodes, seed_start, keypoints, k, keypoint_weights, video, record, seed, parallel, temporal_ensemble, unseen_at, object_pose_error, dataflow, graph, out, device } => {
             eyre::ensure!(episodes >= 1, "--episodes: expected at least 1");
             let config = EvalConfig {
                 checkpoint,
@@ -740,6 +759,7 @@ fn run(cli: Cli) -> eyre::Result<bool> {
                 parallel,
                 temporal_ensemble,
                 unseen_at,
+                object_pose_error,
             };
             let report = if dataflow {
                 eyre::ensure!(device == DeviceKind::Cpu, "--device {device:?}: the graph's nodes run on the CPU; --device is for the in-process evaluation");
@@ -776,6 +796,7 @@ fn run(cli: Cli) -> eyre::Result<bool> {
             println!("wrote {0}/tables.md and {0}/success-*.png", out.display());
         }
         Command::Compare { a, b } => print!("{}", glue::compare::run(&a, &b)?),
+        Command::Curve { evals, x, out } => print!("{}", glue::curve::run(&evals, x, &out)?),
         Command::Bench { suite, repeats, cases, torch, device } => {
             eyre::ensure!(repeats >= 1, "--repeats: expected at least 1");
             match suite {

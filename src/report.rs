@@ -223,6 +223,7 @@ pub(crate) mod tests {
             parallel: 10,
             temporal_ensemble: None,
             unseen_at: None,
+            object_pose_error: 0.0,
             latency: Latency::default(),
             per_episode: Vec::new(),
         }

@@ -470,3 +470,18 @@ fn the_privileged_state_policy_reads_the_object_poses() {
     let err = format!("{:#}", train(config(PolicyKind::State, 1), &old.0, &Device::flex()).unwrap_err());
     assert!(err.contains("needs the object_poses column") && err.contains(EPISODE), "{err}");
 }
+
+/// `glue eval --object-pose-error` perturbs what the privileged-state policy is told, so it is refused for a policy
+/// that reads no object poses, with the reason.
+#[test]
+fn object_pose_error_is_refused_for_image_policies() {
+    let out = Scratch::new("pose-error");
+    let result = std::process::Command::new(env!("CARGO_BIN_EXE_glue"))
+        .args(["eval", "--checkpoint", "checkpoints/push-button-glue-small", "--task", "push-button", "--episodes", "1", "--object-pose-error", "0.01", "--out"])
+        .arg(&out.0)
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&result.stderr);
+    assert!(!result.status.success() && err.contains("--object-pose-error applies to the privileged-state policy") && err.contains("glue reads no object poses"), "{err}");
+}
