@@ -67,28 +67,12 @@ pub fn run(evals: &[PathBuf], axis: Axis, out: &Path) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::eval::{Keypoints, Latency, wilson_95};
 
+    /// The shared test evaluation (`report::tests::report`) of the state policy at localisation error `error` (m).
     fn report(task: &str, error: f32, successes: usize) -> EvalReport {
-        EvalReport {
-            checkpoint: String::new(),
-            policy: "state".into(),
-            task: task.into(),
-            variant: "none".into(),
-            strength: 0.0,
-            keypoints: Keypoints::Tracker,
-            k: 15,
-            episodes: 50,
-            successes,
-            success_rate: successes as f64 / 50.0,
-            wilson_95: wilson_95(successes, 50),
-            parallel: 10,
-            temporal_ensemble: None,
-            unseen_at: None,
-            object_pose_error: error,
-            latency: Latency::default(),
-            per_episode: Vec::new(),
-        }
+        let mut r = crate::report::tests::report(task, "state", "none", 15, successes);
+        (r.strength, r.object_pose_error) = (0.0, error);
+        r
     }
 
     #[test]
