@@ -495,6 +495,11 @@ struct TrainArgs {
     /// every key patch zeroed, as in a fully occluded scene at inference (not in the paper; default 0).
     #[arg(long)]
     keypoint_dropout: Option<f32>,
+    /// GLUE: the tracked keypoints' (x, y, visible) join the robot state (eq. 3's S), so the policy sees their
+    /// positions to the pixel and not only each key patch's grid cell (not in the paper; with --init, a checkpoint
+    /// without them is widened).
+    #[arg(long)]
+    keypoint_coords: bool,
     #[arg(long, value_enum, default_value = "cpu")]
     device: DeviceKind,
 }
@@ -544,6 +549,7 @@ fn train_config(args: &TrainArgs) -> eyre::Result<TrainConfig> {
     config.constant_span = args.constant_span.unwrap_or(config.constant_span);
     config.max_minutes = args.max_minutes;
     config.keypoint_dropout = args.keypoint_dropout.unwrap_or(config.keypoint_dropout);
+    config.keypoint_coords = args.keypoint_coords;
     Ok(config)
 }
 

@@ -159,12 +159,11 @@ fn graph_matches_eval(
     let setup = glue::eval::DataflowSetup { graph: root().join("dataflow.sim.yml"), dora: dora(), binaries: root().join("target/release") };
     let graph_report = glue::eval::evaluate_in_dataflow(&config, &dir.join("graph"), &setup).unwrap();
     let stages = &graph_report.latency.stages;
-    let state = glue::policy::Policy::load(&config.checkpoint, &burn::tensor::Device::flex()).unwrap().config.policy
-        == glue::policy::PolicyKind::State;
+    let camera_free = !glue::policy::Policy::load(&config.checkpoint, &burn::tensor::Device::flex()).unwrap().config.policy.uses_images();
     for (node, ms) in stages.rows() {
         // With nothing found there is nothing to track: the tracker passes the invisible keypoints on unchanged. The
-        // privileged-state policy's encoder is the identity on the normalised state (well under the 0.1 ms printed).
-        let idle = (unseen_at.is_some() && node == "tracker") || (state && node == "encoder");
+        // camera-free diagnostics' encoder is the identity on the normalised state (well under the 0.1 ms printed).
+        let idle = (unseen_at.is_some() && node == "tracker") || (camera_free && node == "encoder");
         assert!(ms > 0.0 || idle, "{node} reported no latency: {stages:?}");
     }
     let graph = recorded(&dir.join("graph/episodes"));
@@ -231,22 +230,40 @@ fn an_episode_without_its_object_in_view_places_the_keypoints_alike_in_the_graph
     graph_matches_eval("policy-unseen", shipped(TaskKind::PushButton), TaskKind::PushButton, occlusion, 1, 1001, None, Some(at));
 }
 
-/// The privileged-state diagnostic in the graph: the encoder node conditions on `sim/object_poses` instead of the
-/// image, and drives the same stack-block episode as `glue eval` (a one-epoch checkpoint trained here on two expert
-/// episodes; identical behaviour is what is compared, not success).
-#[test]
-fn the_privileged_state_policy_runs_alike_in_the_graph_and_in_process() {
-    let dir = temp_dir("state-checkpoint");
+/// Trains a one-epoch camera-free diagnostic (`kind`) on two stack-block expert episodes and checks that the graph
+/// drives the same episode as `glue eval` with it (identical behaviour is what is compared, not success).
+fn camera_free_policy_runs_alike(name: &str, kind: glue::policy::PolicyKind) {
+    let dir = temp_dir(name);
     let spec = |seed| EpisodeSpec { task: TaskKind::StackBlock, seed, condition: Condition::IN_DOMAIN };
     for (i, seed) in [0, 1].into_iter().enumerate() {
         glue::collect::record_expert(&SimConfig::default(), spec(seed), None, i as u64, &dir.join("data")).unwrap();
     }
-    let policy = glue::policy::PolicyConfig::new(glue::policy::PolicyKind::State, glue::policy::ModelSize::Small);
+    if kind.uses_keypoint_coords() {
+        // The perception pipeline's tracks (K = 15, as the grounding node and glue eval extract them).
+        let device = burn::tensor::Device::flex();
+        let encoder = glue::vit::GridEncoder::load(&root().join("checkpoints/local-vit-small"), 2, &device).unwrap();
+        glue::annotate::annotate(&[dir.join("data")], &encoder, 15, 0, &device).unwrap();
+    }
+    let policy = glue::policy::PolicyConfig::new(kind, glue::policy::ModelSize::Small);
     let mut config = glue::train::TrainConfig::new(policy, vec![dir.join("data")]);
     (config.epochs, config.val_fraction, config.warmup_steps) = (1, 0.0, 0);
     glue::train::train(config, &dir.join("run"), &burn::tensor::Device::flex()).unwrap();
-    graph_matches_eval("policy-state", dir.join("run/last"), TaskKind::StackBlock, Condition::IN_DOMAIN, 1, 1000, None, None);
+    graph_matches_eval(&format!("policy-{name}"), dir.join("run/last"), TaskKind::StackBlock, Condition::IN_DOMAIN, 1, 1000, None, None);
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The privileged-state diagnostic in the graph: the encoder node conditions on `sim/object_poses` instead of the
+/// image.
+#[test]
+fn the_privileged_state_policy_runs_alike_in_the_graph_and_in_process() {
+    camera_free_policy_runs_alike("state", glue::policy::PolicyKind::State);
+}
+
+/// The keypoint-coordinate diagnostic in the graph: the encoder node conditions on `tracker/keypoints`' coordinates
+/// instead of the image.
+#[test]
+fn the_keypoint_coordinate_policy_runs_alike_in_the_graph_and_in_process() {
+    camera_free_policy_runs_alike("keypoints", glue::policy::PolicyKind::Keypoints);
 }
 
 /// The policy node refuses to drive a task its checkpoint was not trained on: the shipped push-button

@@ -2,8 +2,8 @@
 //! goes down, every policy's checkpoint loads and acts, a NaN loss stops the run and keeps the last good
 //! checkpoint, `--init` starts from a checkpoint's weights (widening a 7-entry robot state to 8), GLUE without keypoint tracks is refused with a message
 //! that says what is missing, a checkpoint names the task it was trained on and refuses another (the shipped
-//! ones included), and the privileged-state diagnostic reads the recorded object poses (and refuses recordings
-//! without them).
+//! ones included), the privileged-state diagnostic reads the recorded object poses (and refuses recordings
+//! without them), and the keypoint-coordinate diagnostic reads the recorded keypoint tracks.
 
 use std::path::{Path, PathBuf};
 
@@ -295,7 +295,78 @@ fn init_widens_a_checkpoints_robot_state() {
     assert_ne!(act_with_gripper_width(&trained.0, 0.0), act_with_gripper_width(&trained.0, 0.08));
 
     let err = format!("{:#}", train(from(6, &widened.0), &widened.0.join("narrower"), &device).unwrap_err());
-    assert!(err.contains("--init") && err.contains("feeds 8 robot-state entries, this run 6"), "{err}");
+    assert!(err.contains("--init") && err.contains("feeds 8 robot-state entries and 0 keypoints' coordinates, this run 6"), "{err}");
+}
+
+/// The actions of the GLUE checkpoint `run/last` on the episode's first two frames with every oracle track moved
+/// by `shift` pixels (the key patches stay those of the recorded tracks), the same sampling noise every call.
+fn act_with_keypoints_moved(run: &Path, shift: f32) -> Vec<[f32; 8]> {
+    let policy = Policy::load(&run.join("last"), &Device::flex()).unwrap();
+    let episode = read_episode(root().join(EPISODE)).unwrap();
+    let (w, h) = (episode.info.width, episode.info.height);
+    let ticks = &episode.ticks[..2];
+    let states: Vec<[f32; 15]> = ticks.iter().map(|t| t.robot_state.to_array()).collect();
+    let tracks: Vec<Vec<[f32; 3]>> = ticks.iter().map(|t| t.oracle_tracks.clone().unwrap().points).collect();
+    let features: Vec<Vec<f32>> = ticks
+        .iter()
+        .zip(&tracks)
+        .map(|(t, k)| policy.key_features(&image::RgbImage::from_raw(w, h, t.image.clone()).unwrap(), k).unwrap().unwrap())
+        .collect();
+    let moved: Vec<Vec<[f32; 3]>> = tracks.iter().map(|k| k.iter().map(|&[x, y, v]| [x + shift, y, v]).collect()).collect();
+    let history: Vec<Frame<'_>> = (0..2)
+        .map(|i| Frame {
+            image: &ticks[i].image,
+            width: w,
+            height: h,
+            state: &states[i],
+            keypoints: &moved[i],
+            key_features: Some(&features[i]),
+            object_poses: &[],
+        })
+        .collect();
+    policy.act(&history, &mut rand_chacha::ChaCha8Rng::seed_from_u64(0)).unwrap()
+}
+
+/// GLUE `--keypoint-coords`: the tracks' coordinates join eq. 3's S (7 + 16 x 3 entries per step). A run starting
+/// `--init` from a GLUE checkpoint without them widens it with zero weights: at a zero learning rate it acts as the
+/// checkpoint did wherever the keypoints are; trained, the coordinates reach the actions. Narrowing back is refused.
+#[test]
+fn glue_keypoint_coords_widen_a_checkpoint() {
+    let _serial = serial();
+    let (plain, widened, trained) = (Scratch::new("coords-from"), Scratch::new("coords-to"), Scratch::new("coords-trained"));
+    let device = Device::flex();
+    train(config(PolicyKind::Glue, 1), &plain.0, &device).unwrap();
+    let from = |lr: f64, init: &Path| {
+        let mut c = config(PolicyKind::Glue, 1);
+        c.keypoint_coords = true;
+        c.init = Some(init.join("last"));
+        c.lr = lr;
+        c
+    };
+    train(from(0.0, &plain.0), &widened.0, &device).unwrap();
+    let config = Policy::load(&widened.0.join("last"), &device).unwrap().config;
+    assert_eq!((config.n_keypoints, config.fusion.state_dim, config.step_dim()), (16, 55, 128 + 64 + 55));
+
+    let before = act_with_keypoints_moved(&plain.0, 0.0);
+    for shift in [0.0, 40.0] {
+        let after = act_with_keypoints_moved(&widened.0, shift);
+        let gap = before.iter().flatten().zip(after.iter().flatten()).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        assert!(gap < 1e-4, "shift {shift}: the widened policy's actions differ by {gap}");
+    }
+    train(from(1e-3, &plain.0), &trained.0, &device).unwrap();
+    assert_ne!(act_with_keypoints_moved(&trained.0, 0.0), act_with_keypoints_moved(&trained.0, 40.0), "the coordinates do not reach the actions");
+
+    let mut narrower = config_without_coords_from(&trained.0);
+    narrower.lr = 0.0;
+    let err = format!("{:#}", train(narrower, &trained.0.join("narrower"), &device).unwrap_err());
+    assert!(err.contains("--init") && err.contains("16 keypoints' coordinates, this run 7 and 0"), "{err}");
+}
+
+/// A plain GLUE run starting `--init` from `run/last`.
+fn config_without_coords_from(run: &Path) -> TrainConfig {
+    let mut c = config(PolicyKind::Glue, 1);
+    c.init = Some(run.join("last"));
+    c
 }
 
 #[test]
@@ -469,6 +540,41 @@ fn the_privileged_state_policy_reads_the_object_poses() {
     let old = Scratch::new("state-old");
     let err = format!("{:#}", train(config(PolicyKind::State, 1), &old.0, &Device::flex()).unwrap_err());
     assert!(err.contains("needs the object_poses column") && err.contains(EPISODE), "{err}");
+}
+
+/// The keypoint-coordinate diagnostic (`--policy keypoints`): trained on the recording's tracks (this one carries
+/// the simulator's oracle tracks, 16 points), the checkpoint takes its keypoint count from them (7 + 16 x 3 state
+/// values), loads and acts without an image,
+/// and the same robot state with the keypoints elsewhere gives other actions (the coordinates reach the policy). A
+/// keypoint list of the wrong length, or a non-finite coordinate, is refused at inference by name.
+#[test]
+fn the_keypoint_coordinate_policy_reads_the_tracks() {
+    let _serial = serial();
+    let run = Scratch::new("keypoints");
+    train(config(PolicyKind::Keypoints, 1), &run.0, &Device::flex()).unwrap();
+    let policy = Policy::load(&run.0.join("last"), &Device::flex()).unwrap();
+    assert_eq!((policy.config.n_keypoints, policy.normalizer.state.dim(), policy.config.step_dim()), (16, 55, 55));
+
+    let episode = read_episode(&root().join(EPISODE)).unwrap();
+    let states: Vec<[f32; 15]> = episode.ticks[..2].iter().map(|t| t.robot_state.to_array()).collect();
+    let act = |keypoints: &[Vec<[f32; 3]>]| {
+        let history: Vec<Frame<'_>> = (0..2)
+            .map(|i| Frame { image: &[], width: 0, height: 0, state: &states[i], keypoints: &keypoints[i], key_features: None, object_poses: &[] })
+            .collect();
+        policy.act(&history, &mut rand_chacha::ChaCha8Rng::seed_from_u64(0))
+    };
+    let tracked: Vec<Vec<[f32; 3]>> = episode.ticks[..2].iter().map(|t| t.oracle_tracks.clone().unwrap().points).collect();
+    let moved: Vec<Vec<[f32; 3]>> = tracked.iter().map(|k| k.iter().map(|&[x, y, v]| [x + 30.0, y - 30.0, v]).collect()).collect();
+    let (here, there) = (act(&tracked).unwrap(), act(&moved).unwrap());
+    assert!(here.iter().flatten().all(|v| v.is_finite()), "{here:?}");
+    assert_ne!(here, there, "the keypoint coordinates do not reach the policy");
+    let fewer: Vec<Vec<[f32; 3]>> = tracked.iter().map(|k| k[..15].to_vec()).collect();
+    let err = format!("{:#}", act(&fewer).unwrap_err());
+    assert!(err.contains("keypoints: expected [16, 3]") && err.contains("got [15, 3]"), "{err}");
+    let mut nan = tracked.clone();
+    nan[1][3][0] = f32::NAN;
+    let err = format!("{:#}", act(&nan).unwrap_err());
+    assert!(err.contains("keypoints are not finite"), "{err}");
 }
 
 /// `glue eval --object-pose-error` perturbs what the privileged-state policy is told, so it is refused for a policy

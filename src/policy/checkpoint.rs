@@ -161,7 +161,7 @@ impl Policy {
                 frames[0].height
             );
         }
-        // The privileged-state policy sees no image (its frames may be 0x0): nothing to crop.
+        // The camera-free diagnostics see no image (their frames may be 0x0): nothing to crop.
         let crop = if self.config.policy.uses_images() {
             Crop::centered(frames[0].width, frames[0].height, self.config.crop_ratio)
         } else {
@@ -200,6 +200,15 @@ impl Policy {
             self.config.n_objects,
             frame.object_poses.len()
         );
+        if self.config.n_keypoints > 0 {
+            ensure!(
+                frame.keypoints.len() == self.config.n_keypoints,
+                "keypoints: expected [{}, 3] (the keypoint-coordinate policy's tracked points), got [{}, 3]",
+                self.config.n_keypoints,
+                frame.keypoints.len()
+            );
+            ensure!(frame.keypoints.iter().flatten().all(|v| v.is_finite()), "keypoints are not finite: {:?}", frame.keypoints);
+        }
         ensure!(
             frame.object_poses.iter().flatten().all(|v| v.is_finite()),
             "object poses are not finite: {:?}",

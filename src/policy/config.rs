@@ -19,6 +19,9 @@ use crate::vit::{ClipVisionConfig, HiddenAct};
 /// (6; the continuous rotation representation of Zhou et al., CVPR 2019, which quaternions' sign flip is not).
 pub const OBJECT_FEATURES: usize = 9;
 
+/// Values per tracked keypoint in the keypoint-coordinate policy: its `(x, y)` in frame pixels and its visibility.
+pub const KEYPOINT_FEATURES: usize = 3;
+
 /// Which observation encoder conditions the U-Net.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -33,6 +36,11 @@ pub enum PolicyKind {
     /// the task objects' true poses from the simulator (Diffusion Policy's low-dimensional variant). What it
     /// cannot learn from the demonstrations, no image encoder will.
     State,
+    /// A diagnostic, not the paper's: no camera; the U-Net is conditioned on the robot state and the tracked
+    /// keypoints' image coordinates and visibility, as the perception pipeline (grounding, K-means, tracker) gives
+    /// them. Between [`PolicyKind::State`] (true poses) and GLUE (the keypoints only as grid cells of key patches),
+    /// it measures what the tracked points themselves tell about where the objects are.
+    Keypoints,
 }
 
 impl PolicyKind {
@@ -43,6 +51,7 @@ impl PolicyKind {
             PolicyKind::GlueS => "glue-s",
             PolicyKind::Dp => "dp",
             PolicyKind::State => "state",
+            PolicyKind::Keypoints => "keypoints",
         }
     }
 
@@ -51,9 +60,25 @@ impl PolicyKind {
         self == PolicyKind::Glue
     }
 
+    /// Whether the policy needs keypoint tracks (GLUE's key patches, or their coordinates).
+    pub fn uses_keypoints(self) -> bool {
+        matches!(self, PolicyKind::Glue | PolicyKind::Keypoints)
+    }
+
+    /// Whether the tracked keypoints' coordinates always join the state (the keypoint-coordinate policy).
+    pub fn uses_keypoint_coords(self) -> bool {
+        self == PolicyKind::Keypoints
+    }
+
+    /// Whether the tracked keypoints' coordinates can join the state: always for the keypoint-coordinate policy,
+    /// on request for GLUE (`glue train --keypoint-coords`).
+    pub fn accepts_keypoint_coords(self) -> bool {
+        matches!(self, PolicyKind::Glue | PolicyKind::Keypoints)
+    }
+
     /// Whether the policy sees the camera image.
     pub fn uses_images(self) -> bool {
-        self != PolicyKind::State
+        !matches!(self, PolicyKind::State | PolicyKind::Keypoints)
     }
 
     /// Whether the policy reads the simulator's object poses (privileged state).
@@ -89,6 +114,10 @@ pub struct PolicyConfig {
     /// [`OBJECT_FEATURES`] values ([`crate::policy::observation::object_features`]).
     #[serde(default)]
     pub n_objects: usize,
+    /// Tracked keypoints whose coordinates join the state ([`PolicyKind::Keypoints`]; GLUE with
+    /// `--keypoint-coords`, where they extend eq. 3's `S`; 0 otherwise), each as [`KEYPOINT_FEATURES`] values.
+    #[serde(default)]
+    pub n_keypoints: usize,
     /// Action width ([`crate::msg::Action::to_array`]: position, quaternion, gripper).
     pub action_dim: usize,
     /// Side of the square image the global encoder sees (the crop is resized to it).
@@ -151,6 +180,7 @@ impl PolicyConfig {
             n_action_steps: 8,
             state_dim: 7,
             n_objects: 0,
+            n_keypoints: 0,
             action_dim: 8,
             image_size,
             crop_ratio: 0.9,
@@ -176,9 +206,22 @@ impl PolicyConfig {
             "--state-dim: expected 1..={max} robot-state entries (7: the joints, 8: the joints and the gripper width), got {n}"
         );
         self.state_dim = n;
-        self.fusion.state_dim = n;
-        self.unet.global_cond_dim = self.n_obs_steps * self.step_dim();
+        self.sync_widths();
         Ok(())
+    }
+
+    /// Keeps the fusion's state width (GLUE: the robot state and any keypoint coordinates) and the U-Net's
+    /// condition width in step with the state's parts.
+    fn sync_widths(&mut self) {
+        self.fusion.state_dim = self.fusion_state_dim();
+        self.unet.global_cond_dim = self.n_obs_steps * self.step_dim();
+    }
+
+    /// The width of eq. 3's `S` in GLUE's fusion: the robot state, then the keypoint features when they join it
+    /// (the other policies leave the fusion unused at the robot state's width).
+    fn fusion_state_dim(&self) -> usize {
+        let coords = if self.policy.uses_key_patches() { KEYPOINT_FEATURES * self.n_keypoints } else { 0 };
+        self.state_dim + coords
     }
 
     /// Sets the number of task objects whose poses the privileged-state policy reads (`glue train` takes it from
@@ -187,13 +230,28 @@ impl PolicyConfig {
         eyre::ensure!(self.policy.uses_object_poses(), "--policy {} reads no object poses", self.policy.name());
         eyre::ensure!(n > 0, "the privileged-state policy needs at least one task object, got 0");
         self.n_objects = n;
-        self.unet.global_cond_dim = self.n_obs_steps * self.step_dim();
+        self.sync_widths();
         Ok(())
     }
 
-    /// Width of the normalised state vector: the robot state, then the object features (privileged-state policy).
+    /// Sets the number of tracked keypoints whose coordinates join the state (`glue train` takes it from the
+    /// demonstrations; 0 removes them from GLUE's), keeping the fusion's and the U-Net's widths in step.
+    pub fn set_n_keypoints(&mut self, n: usize) -> eyre::Result<()> {
+        eyre::ensure!(
+            n == 0 || self.policy.accepts_keypoint_coords(),
+            "--policy {} reads no keypoint coordinates",
+            self.policy.name()
+        );
+        eyre::ensure!(n > 0 || !self.policy.uses_keypoint_coords(), "the keypoint-coordinate policy needs at least one keypoint, got 0");
+        self.n_keypoints = n;
+        self.sync_widths();
+        Ok(())
+    }
+
+    /// Width of the normalised state vector: the robot state, then the object features (privileged-state policy),
+    /// then the keypoint features (keypoint-coordinate policy).
     pub fn state_width(&self) -> usize {
-        self.state_dim + OBJECT_FEATURES * self.n_objects
+        self.state_dim + OBJECT_FEATURES * self.n_objects + KEYPOINT_FEATURES * self.n_keypoints
     }
 
     /// Width of one observation step's condition.
@@ -202,7 +260,7 @@ impl PolicyConfig {
             PolicyKind::Glue => self.fusion.condition_dim(),
             PolicyKind::GlueS => self.global_vit.hidden_size + self.state_dim,
             PolicyKind::Dp => self.resnet.feature_dim() + self.state_dim,
-            PolicyKind::State => self.state_width(),
+            PolicyKind::State | PolicyKind::Keypoints => self.state_width(),
         }
     }
 
@@ -230,7 +288,12 @@ impl PolicyConfig {
             self.unet.global_cond_dim,
             self.n_obs_steps * self.step_dim()
         );
-        ensure!(self.fusion.state_dim == self.state_dim, "fusion.state_dim {} != state_dim {}", self.fusion.state_dim, self.state_dim);
+        ensure!(
+            self.fusion.state_dim == self.fusion_state_dim(),
+            "fusion.state_dim {} != state_dim (+ {KEYPOINT_FEATURES} x n_keypoints for GLUE) = {}",
+            self.fusion.state_dim,
+            self.fusion_state_dim()
+        );
         ensure!(
             self.fusion.global_dim == self.global_vit.hidden_size,
             "fusion.global_dim {} != global_vit.hidden_size {}",
@@ -250,6 +313,17 @@ impl PolicyConfig {
             "n_objects {}: expected {} for policy {}",
             self.n_objects,
             if self.policy.uses_object_poses() { "at least 1" } else { "0" },
+            self.policy.name()
+        );
+        let keypoints_ok = match (self.policy.uses_keypoint_coords(), self.policy.accepts_keypoint_coords()) {
+            (true, _) => self.n_keypoints > 0,
+            (false, accepts) => accepts || self.n_keypoints == 0,
+        };
+        ensure!(
+            keypoints_ok,
+            "n_keypoints {}: expected {} for policy {}",
+            self.n_keypoints,
+            if self.policy.uses_keypoint_coords() { "at least 1" } else { "0" },
             self.policy.name()
         );
         Ok(())
@@ -272,13 +346,27 @@ mod tests {
 
     #[test]
     fn every_policy_and_size_is_consistent() {
-        for policy in [PolicyKind::Glue, PolicyKind::GlueS, PolicyKind::Dp, PolicyKind::State] {
+        for policy in [PolicyKind::Glue, PolicyKind::GlueS, PolicyKind::Dp, PolicyKind::State, PolicyKind::Keypoints] {
             for size in [ModelSize::Full, ModelSize::Small] {
                 let mut c = PolicyConfig::new(policy, size);
                 if policy.uses_object_poses() {
                     assert!(c.validate().unwrap_err().to_string().contains("n_objects"), "{policy:?} without objects");
                     c.set_n_objects(2).unwrap();
                     assert_eq!(c.step_dim(), 7 + 2 * OBJECT_FEATURES);
+                }
+                if policy.uses_keypoint_coords() {
+                    assert!(c.validate().unwrap_err().to_string().contains("n_keypoints"), "{policy:?} without keypoints");
+                    c.set_n_keypoints(15).unwrap();
+                    assert_eq!(c.step_dim(), 7 + 15 * KEYPOINT_FEATURES);
+                } else if policy.accepts_keypoint_coords() {
+                    // GLUE with --keypoint-coords: they extend eq. 3's S.
+                    let mut with = c.clone();
+                    with.set_n_keypoints(15).unwrap();
+                    assert_eq!(with.step_dim(), c.step_dim() + 15 * KEYPOINT_FEATURES);
+                    assert_eq!(with.fusion.condition_dim(), with.step_dim());
+                    with.validate().unwrap();
+                } else {
+                    assert!(c.set_n_keypoints(15).is_err(), "{policy:?} takes no keypoint coordinates");
                 }
                 c.validate().unwrap_or_else(|e| panic!("{policy:?} {size:?}: {e}"));
                 assert_eq!(c.unet.global_cond_dim, 2 * c.step_dim());

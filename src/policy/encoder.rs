@@ -1,5 +1,5 @@
 //! Observation encoders: one [`ObservationEncoder`] trait, three visuomotor implementations and the
-//! privileged-state diagnostic, each turning one observation
+//! camera-free diagnostics (privileged state, keypoint coordinates), each turning one observation
 //! step into the per-step condition the U-Net's FiLM layers see (paper sec. III-C; Diffusion Policy sec. 3).
 
 use burn::module::Module;
@@ -16,7 +16,7 @@ pub struct Observations {
     /// Normalised pixels `[M, 3, S, S]` of the (cropped, resized) camera image (`None` for the privileged-state
     /// policy, which sees no camera).
     pub images: Option<Tensor<4>>,
-    /// Normalised state `[M, state_width]`: the robot state, then the object features (privileged-state policy).
+    /// Normalised state `[M, state_width]` ([`super::observation::state_row`]).
     pub state: Tensor<2>,
     /// The key patches of each image (GLUE): frozen local features `[M, N, C_local]` and grid cells `[M, N]`.
     pub key_patches: Option<KeyPatches>,
@@ -71,8 +71,9 @@ impl ObservationEncoder for DpEncoder {
     }
 }
 
-/// The privileged-state diagnostic ([`PolicyKind::State`]): the identity on the normalised `[S, object features]`,
-/// as Diffusion Policy's low-dimensional policies condition the U-Net on the observation itself
+/// The camera-free diagnostics ([`PolicyKind::State`], [`PolicyKind::Keypoints`]): the identity on the normalised
+/// state row (robot state, then object or keypoint features), as Diffusion Policy's low-dimensional policies
+/// condition the U-Net on the observation itself
 /// (`diffusion_policy/policy/diffusion_unet_lowdim_policy.py`, `obs_as_global_cond`).
 #[derive(Module, Debug)]
 pub struct StateEncoder {
@@ -82,13 +83,13 @@ pub struct StateEncoder {
 
 impl ObservationEncoder for StateEncoder {
     fn encode(&self, obs: &Observations) -> Tensor<2> {
-        assert_eq!(obs.state.dims()[1], self.width, "privileged state: expected [M, {}]", self.width);
+        assert_eq!(obs.state.dims()[1], self.width, "low-dimensional state: expected [M, {}]", self.width);
         obs.state.clone()
     }
 }
 
 impl Observations {
-    /// The camera images; the image encoders call it, and only the privileged-state policy builds none.
+    /// The camera images; the image encoders call it, and only the camera-free diagnostics build none.
     fn images(&self) -> Tensor<4> {
         self.images.clone().expect("an image policy's observations carry images")
     }
@@ -113,7 +114,7 @@ impl Encoder {
             }),
             PolicyKind::GlueS => Encoder::GlueS(GlueSEncoder { global: ClipVisionModel::new(&config.global_vit, device) }),
             PolicyKind::Dp => Encoder::Dp(DpEncoder { rgb: config.resnet.init(device) }),
-            PolicyKind::State => Encoder::State(StateEncoder { width: config.state_width() }),
+            PolicyKind::State | PolicyKind::Keypoints => Encoder::State(StateEncoder { width: config.state_width() }),
         }
     }
 }

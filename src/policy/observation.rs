@@ -1,6 +1,6 @@
 //! From raw frames to [`Observations`]: the crop (random in training, centred at inference), the resize to the
-//! global encoder's input, CLIP normalisation, state normalisation, the key patches, and the privileged-state
-//! policy's object features ([`object_features`]).
+//! global encoder's input, CLIP normalisation, state normalisation, the key patches, and the camera-free
+//! diagnostics' state rows ([`state_row`]: object features, keypoint coordinates).
 //!
 //! Key patches under a crop: the frozen local features are computed once per frame on the *uncropped* frame
 //! (so they can be cached, `train`), and the crop moves only where each keypoint falls: its grid cell (and so
@@ -12,7 +12,7 @@ use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use image::RgbImage;
 
-use super::config::{OBJECT_FEATURES, PolicyConfig};
+use super::config::{KEYPOINT_FEATURES, OBJECT_FEATURES, PolicyConfig};
 use super::encoder::Observations;
 use super::normalizer::Normalizer;
 use crate::fusion::{KeyPatches, cell_of, select_key_patches};
@@ -57,7 +57,7 @@ pub struct Frame<'a> {
     pub height: u32,
     /// The robot state's first `state_dim` values, unnormalised.
     pub state: &'a [f32],
-    /// Keypoints `(x, y, visible)` in frame pixels (GLUE).
+    /// Keypoints `(x, y, visible)` in frame pixels (GLUE, keypoint-coordinate policy).
     pub keypoints: &'a [[f32; 3]],
     /// The frozen local features of those keypoints, `N x C` row-major, invisible ones zeroed (GLUE).
     pub key_features: Option<&'a [f32]>,
@@ -78,6 +78,24 @@ pub fn object_features(poses: &[[f32; 7]]) -> Vec<f32> {
     out
 }
 
+/// One observation step's state row before normalisation: the robot state's first `state_dim` values, then the
+/// task objects' features (privileged-state policy, [`object_features`]), then each tracked keypoint's
+/// `(x, y, visible)` in frame pixels (keypoint-coordinate policy); `config.state_width()` values. Panics on counts
+/// other than the configuration's ([`crate::policy::Policy`] checks frames first).
+pub fn state_row(config: &PolicyConfig, state: &[f32], object_poses: &[[f32; 7]], keypoints: &[[f32; 3]]) -> Vec<f32> {
+    let mut row = Vec::with_capacity(config.state_width());
+    row.extend_from_slice(&state[..config.state_dim]);
+    if config.n_objects > 0 {
+        assert_eq!(object_poses.len(), config.n_objects, "object poses: expected [{}, 7]", config.n_objects);
+        row.extend(object_features(object_poses));
+    }
+    if config.n_keypoints > 0 {
+        assert_eq!(keypoints.len(), config.n_keypoints, "keypoints: expected [{}, {KEYPOINT_FEATURES}]", config.n_keypoints);
+        row.extend(keypoints.iter().flatten());
+    }
+    row
+}
+
 /// Builds the encoder input of `config`'s policy for `frames` (`M` rows, batch-major) with one crop per row.
 pub fn observations(
     frames: &[Frame<'_>],
@@ -89,15 +107,11 @@ pub fn observations(
     assert_eq!(frames.len(), crops.len(), "one crop per frame");
     let m = frames.len();
     let images = config.policy.uses_images().then(|| images(frames, crops, config.image_size, device));
-    let (state_dim, width) = (config.state_dim, config.state_width());
+    let width = config.state_width();
     assert_eq!(normalizer.state.dim(), width, "the normaliser's state width");
     let mut states = Vec::with_capacity(m * width);
     for frame in frames {
-        let mut s = frame.state[..state_dim].to_vec();
-        if config.n_objects > 0 {
-            assert_eq!(frame.object_poses.len(), config.n_objects, "object poses: expected [{}, 7]", config.n_objects);
-            s.extend(object_features(frame.object_poses));
-        }
+        let mut s = state_row(config, frame.state, frame.object_poses, frame.keypoints);
         normalizer.state.normalize(&mut s);
         states.extend(s);
     }
@@ -222,6 +236,32 @@ mod tests {
         assert_eq!(obs.images.expect("an image policy").dims(), [2, 3, 8, 8]);
         let s: Vec<f32> = obs.state.into_data().try_to_vec().unwrap();
         assert!(s.iter().all(|v| v.abs() < 1e-6), "0.5 in [0, 1] normalises to 0: {s:?}");
+    }
+
+    #[test]
+    fn state_rows_append_object_then_keypoint_features() {
+        let state = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0];
+        let poses = [[0.1f32, 0.2, 0.3, 0.0, 0.0, 0.0, 1.0]];
+        let keypoints = [[10.0f32, 20.0, 1.0], [30.0, 40.0, 0.0]];
+        let mut c = PolicyConfig::new(crate::policy::PolicyKind::Keypoints, crate::policy::ModelSize::Small);
+        c.set_n_keypoints(2).unwrap();
+        // Only the configured parts: 7 joints (not the gripper width) and the two keypoints; poses ignored.
+        let row = state_row(&c, &state, &poses, &keypoints);
+        assert_eq!(row, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 10.0, 20.0, 1.0, 30.0, 40.0, 0.0]);
+        assert_eq!(row.len(), c.state_width());
+        let mut c = PolicyConfig::new(crate::policy::PolicyKind::State, crate::policy::ModelSize::Small);
+        c.set_n_objects(1).unwrap();
+        let row = state_row(&c, &state, &poses, &keypoints);
+        assert_eq!(row.len(), 7 + OBJECT_FEATURES);
+        assert_eq!(row[7..10], [0.1, 0.2, 0.3]);
+    }
+
+    #[test]
+    #[should_panic(expected = "keypoints: expected [3, 3]")]
+    fn state_rows_refuse_another_keypoint_count() {
+        let mut c = PolicyConfig::new(crate::policy::PolicyKind::Keypoints, crate::policy::ModelSize::Small);
+        c.set_n_keypoints(3).unwrap();
+        state_row(&c, &[0.0; 7], &[], &[[0.0, 0.0, 1.0]]);
     }
 
     #[test]

@@ -104,7 +104,8 @@ pub fn load_demos(paths: &[PathBuf], keypoints: bool, object_poses: bool) -> Res
             Some(KeypointSource::Oracle)
         } else {
             bail!(
-                "{}: GLUE needs keypoint tracks on every tick and this episode has neither a keypoints nor an \
+                "{}: the policy (GLUE, or the keypoint-coordinate diagnostic) needs keypoint tracks on every tick and \
+                 this episode has neither a keypoints nor an \
                  oracle_tracks column (run `glue annotate` on it, or record from the simulator)",
                 file.display()
             );

@@ -33,7 +33,7 @@ use crate::policy::checkpoint::{
     LOCAL_ENCODER_DIR, MODEL_SAFETENSORS, NORMALIZER_JSON, POLICY_JSON, Precision, TRAINED_ON_JSON, TrainedOn, load_into, load_net, save_net,
 };
 use crate::policy::normalizer::{CONSTANT_SPAN, Normalizer, Range};
-use crate::policy::observation::{Crop, Frame, key_features, object_features, observations};
+use crate::policy::observation::{Crop, Frame, key_features, observations, state_row};
 use crate::policy::{Encoder, PolicyConfig, PolicyNet, ddim_for, gaussian};
 use crate::vit::{ClipVisionModel, GridEncoder};
 use data::{Demo, KeypointSource, Sample, action_ticks, load_demos, obs_ticks, samples, split};
@@ -88,6 +88,11 @@ pub struct TrainConfig {
     /// the paper; 0 (the default, and what a `train.json` without the field reads as) trains as the paper does.
     #[serde(default)]
     pub keypoint_dropout: f32,
+    /// GLUE: the tracked keypoints' `(x, y, visible)` join the robot state (eq. 3's `S`), so the policy sees
+    /// where they are to the pixel and not only the 28x28 cell of each key patch. Not in the paper; off by
+    /// default (and in a `train.json` without the field). The keypoint-coordinate policy always has them.
+    #[serde(default)]
+    pub keypoint_coords: bool,
 }
 
 impl TrainConfig {
@@ -119,6 +124,7 @@ impl TrainConfig {
             checkpoint_every: 5,
             max_minutes: None,
             keypoint_dropout: 0.0,
+            keypoint_coords: false,
         }
     }
 }
@@ -256,20 +262,16 @@ impl Dataset {
     }
 }
 
-/// Fits the normaliser on the training demos: the robot state (with the object features for the privileged-state
-/// policy) and the actions.
+/// Fits the normaliser on the training demos: the state rows ([`state_row`]) and the actions.
 fn fit_normalizer(demos: &[Demo], which: &[usize], config: &PolicyConfig, constant_span: f32) -> Result<Normalizer> {
-    let state_dim = config.state_dim;
     let rows: Vec<Vec<f32>> = which
         .iter()
         .flat_map(|&d| {
             let demo = &demos[d];
             demo.states.iter().enumerate().map(move |(t, s)| {
-                let mut row = s[..state_dim].to_vec();
-                if let Some(poses) = demo.object_poses.get(t) {
-                    row.extend(object_features(poses));
-                }
-                row
+                let poses = demo.object_poses.get(t).map_or(&[][..], Vec::as_slice);
+                let keypoints = demo.keypoints.get(t).map_or(&[][..], Vec::as_slice);
+                state_row(config, s, poses, keypoints)
             })
         })
         .collect();
@@ -370,10 +372,10 @@ pub struct ResumeOverrides {
 /// present in the checkpoint with its shape (a checkpoint's extra tensors, e.g. a learned key-patch position table
 /// when this run uses the fixed one, are left out).
 ///
-/// A checkpoint with fewer robot-state entries than this run (`--state-dim 8` from a 7-joint checkpoint) starts
-/// the run too: its U-Net is widened with zero weights for the new entries
-/// ([`crate::unet::ConditionalUnet1d::widen_global_cond`]), so the network starts out acting as the checkpoint
-/// did, and training teaches it to use them.
+/// A checkpoint whose state is a prefix of this run's (`--state-dim 8` from a 7-joint checkpoint, GLUE
+/// `--keypoint-coords` from one without) starts the run too: its U-Net is widened with zero weights for the new
+/// entries at the end of each step's condition ([`crate::unet::ConditionalUnet1d::widen_global_cond`]), so the
+/// network starts out acting as the checkpoint did, and training teaches it to use them.
 fn init_from_checkpoint(net: PolicyNet, policy: &PolicyConfig, dir: &Path, device: &Device) -> Result<PolicyNet> {
     let path = dir.join(POLICY_JSON);
     let text = std::fs::read_to_string(&path).wrap_err_with(|| format!("--init: cannot read {}", path.display()))?;
@@ -386,23 +388,34 @@ fn init_from_checkpoint(net: PolicyNet, policy: &PolicyConfig, dir: &Path, devic
         policy.policy.name()
     );
     let weights = dir.join(MODEL_SAFETENSORS);
-    if saved.state_dim == policy.state_dim {
+    if (saved.state_dim, saved.n_keypoints) == (policy.state_dim, policy.n_keypoints) {
         return load_into(net, &weights).wrap_err("--init");
     }
+    // The saved state must be a prefix of this run's: [joints] -> [joints, gripper?, keypoint coordinates?].
+    let prefix = saved.state_dim <= policy.state_dim
+        && (saved.n_keypoints == 0 || (saved.state_dim, saved.n_keypoints) == (policy.state_dim, policy.n_keypoints));
     ensure!(
-        saved.state_dim < policy.state_dim,
-        "--init: {} feeds {} robot-state entries, this run {} (a checkpoint's state can be widened, not narrowed)",
+        prefix,
+        "--init: {} feeds {} robot-state entries and {} keypoints' coordinates, this run {} and {} (a checkpoint's \
+         state can be widened at its end, not narrowed or reordered)",
         dir.display(),
         saved.state_dim,
-        policy.state_dim
+        saved.n_keypoints,
+        policy.state_dim,
+        policy.n_keypoints
     );
     let mut narrow = policy.clone();
     narrow.set_state_dim(saved.state_dim)?;
+    narrow.set_n_keypoints(saved.n_keypoints)?;
     // The fresh encoder is the load target (its shapes do not depend on the state); only the U-Net is narrower.
     let target = PolicyNet { encoder: net.encoder, unet: narrow.unet.init(device)? };
     let old = load_into(target, &weights).wrap_err("--init")?;
     let unet = old.unet.widen_global_cond(policy.n_obs_steps, narrow.step_dim(), policy.step_dim())?;
-    eprintln!("--init: robot state widened from {} to {} entries (zero weights for the new ones)", saved.state_dim, policy.state_dim);
+    eprintln!(
+        "--init: state widened from {} to {} entries per step (zero weights for the new ones)",
+        narrow.state_width(),
+        policy.state_width()
+    );
     Ok(PolicyNet { encoder: old.encoder, unet })
 }
 
@@ -444,13 +457,18 @@ fn run(mut config: TrainConfig, out: &Path, resume: bool, device: &Device) -> Re
         "keypoint_dropout applies to GLUE's key patches; --policy {} has none",
         config.policy.policy.name()
     );
-    let (demos, failed, source) = load_demos(&config.data, glue, config.policy.policy.uses_object_poses())?;
-    if config.policy.policy.uses_object_poses() {
+    let kind = config.policy.policy;
+    let (demos, failed, source) = load_demos(&config.data, kind.uses_keypoints(), kind.uses_object_poses())?;
+    if kind.uses_object_poses() {
         let n = demos[0].object_poses[0].len();
         config.policy.set_n_objects(n)?;
         if let Some(d) = demos.iter().find(|d| d.object_poses.iter().any(|p| p.len() != n)) {
             bail!("{}: object poses of another object count than {n} (train one task per run)", d.path.display());
         }
+    }
+    if kind.uses_keypoint_coords() || config.keypoint_coords {
+        // load_demos checked one keypoint count across the demonstrations.
+        config.policy.set_n_keypoints(demos[0].keypoints[0].len()).wrap_err("--keypoint-coords")?;
     }
     config.policy.validate()?;
     std::fs::create_dir_all(out).wrap_err_with(|| format!("cannot create {}", out.display()))?;

@@ -2,9 +2,10 @@
 //!
 //! Settings: `CHECKPOINT` (a checkpoint folder, see `glue::policy::checkpoint`; `--device` is the CPU here).
 //! Inputs: `episode` (a newer episode, announced by its start or by its first frame, resets the condition
-//! history), `image`, `robot_state`, for GLUE `keypoints` (`[N, 3]` tracks: the tracker's, or the simulator's
-//! `oracle_tracks`), and for the privileged-state diagnostic (`glue train --policy state`) `object_poses` (the
-//! simulator's; that policy needs no `image`). Inputs a policy does not read are ignored. Inputs of one frame may
+//! history), `image`, `robot_state`, for GLUE and the keypoint-coordinate diagnostic (`glue train --policy
+//! keypoints`) `keypoints` (`[N, 3]` tracks: the tracker's, or the simulator's `oracle_tracks`), and for the
+//! privileged-state diagnostic (`glue train --policy state`) `object_poses` (the simulator's). The two diagnostics
+//! need no `image`. Inputs a policy does not read are ignored. Inputs of one frame may
 //! arrive in any order: they are joined by the header's (episode, frame).
 //! Output: `condition` (`[n_obs_steps · step_dim]`) with the header of the frame it ends at. At the end of the run
 //! the node prints its per-frame latency (mean, p95).
@@ -33,7 +34,8 @@ fn main() -> eyre::Result<()> {
     let checkpoint = std::env::var("CHECKPOINT").map_err(|_| eyre::eyre!("encoder: set CHECKPOINT to a checkpoint folder"))?;
     let policy = Policy::load(checkpoint.as_ref(), &burn::tensor::Device::flex())?;
     let kind = policy.config.policy;
-    let (glue, images, poses) = (kind.uses_key_patches(), kind.uses_images(), kind.uses_object_poses());
+    let (glue, tracks, images, poses) =
+        (kind.uses_key_patches(), kind.uses_keypoints(), kind.uses_images(), kind.uses_object_poses());
     let (mut node, mut events) = DoraNode::init_from_env()?;
     let mut buffer = ConditionBuffer::new(policy.config.n_obs_steps);
     let mut current = CurrentEpisode::default();
@@ -86,7 +88,7 @@ fn main() -> eyre::Result<()> {
         entry.object_poses = entry.object_poses.take().or(part.object_poses);
         let ready = entry.state.is_some()
             && (!images || entry.image.is_some())
-            && (!glue || entry.keypoints.is_some())
+            && (!tracks || entry.keypoints.is_some())
             && (!poses || entry.object_poses.is_some());
         if !ready {
             continue;
