@@ -203,7 +203,7 @@ impl Policy {
         if self.config.n_keypoints > 0 {
             ensure!(
                 frame.keypoints.len() == self.config.n_keypoints,
-                "keypoints: expected [{}, 3] (the keypoint-coordinate policy's tracked points), got [{}, 3]",
+                "keypoints: expected [{}, 3] (the tracked points whose coordinates the policy reads), got [{}, 3]",
                 self.config.n_keypoints,
                 frame.keypoints.len()
             );

@@ -19,7 +19,7 @@ use crate::vit::{ClipVisionConfig, HiddenAct};
 /// (6; the continuous rotation representation of Zhou et al., CVPR 2019, which quaternions' sign flip is not).
 pub const OBJECT_FEATURES: usize = 9;
 
-/// Values per tracked keypoint in the keypoint-coordinate policy: its `(x, y)` in frame pixels and its visibility.
+/// Values per tracked keypoint whose coordinates join the state: its `(x, y)` in frame pixels and its visibility.
 pub const KEYPOINT_FEATURES: usize = 3;
 
 /// Which observation encoder conditions the U-Net.
@@ -70,10 +70,10 @@ impl PolicyKind {
         self == PolicyKind::Keypoints
     }
 
-    /// Whether the tracked keypoints' coordinates can join the state: always for the keypoint-coordinate policy,
-    /// on request for GLUE (`glue train --keypoint-coords`).
+    /// Whether the tracked keypoints' coordinates can join the state: for every policy that reads the tracks
+    /// (always for the keypoint-coordinate policy, on request for GLUE: `glue train --keypoint-coords`).
     pub fn accepts_keypoint_coords(self) -> bool {
-        matches!(self, PolicyKind::Glue | PolicyKind::Keypoints)
+        self.uses_keypoints()
     }
 
     /// Whether the policy sees the camera image.
@@ -249,7 +249,7 @@ impl PolicyConfig {
     }
 
     /// Width of the normalised state vector: the robot state, then the object features (privileged-state policy),
-    /// then the keypoint features (keypoint-coordinate policy).
+    /// then the keypoint features (keypoint-coordinate policy, GLUE with `--keypoint-coords`).
     pub fn state_width(&self) -> usize {
         self.state_dim + OBJECT_FEATURES * self.n_objects + KEYPOINT_FEATURES * self.n_keypoints
     }
@@ -315,9 +315,10 @@ impl PolicyConfig {
             if self.policy.uses_object_poses() { "at least 1" } else { "0" },
             self.policy.name()
         );
-        let keypoints_ok = match (self.policy.uses_keypoint_coords(), self.policy.accepts_keypoint_coords()) {
-            (true, _) => self.n_keypoints > 0,
-            (false, accepts) => accepts || self.n_keypoints == 0,
+        let keypoints_ok = if self.policy.uses_keypoint_coords() {
+            self.n_keypoints > 0
+        } else {
+            self.n_keypoints == 0 || self.policy.accepts_keypoint_coords()
         };
         ensure!(
             keypoints_ok,

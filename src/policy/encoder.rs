@@ -13,8 +13,8 @@ use crate::vit::ClipVisionModel;
 /// A batch of observation steps, ready for an encoder (`M = B · T_o` rows, batch-major, step-minor).
 #[derive(Debug, Clone)]
 pub struct Observations {
-    /// Normalised pixels `[M, 3, S, S]` of the (cropped, resized) camera image (`None` for the privileged-state
-    /// policy, which sees no camera).
+    /// Normalised pixels `[M, 3, S, S]` of the (cropped, resized) camera image (`None` for the camera-free
+    /// diagnostics).
     pub images: Option<Tensor<4>>,
     /// Normalised state `[M, state_width]` ([`super::observation::state_row`]).
     pub state: Tensor<2>,

@@ -80,7 +80,8 @@ pub fn object_features(poses: &[[f32; 7]]) -> Vec<f32> {
 
 /// One observation step's state row before normalisation: the robot state's first `state_dim` values, then the
 /// task objects' features (privileged-state policy, [`object_features`]), then each tracked keypoint's
-/// `(x, y, visible)` in frame pixels (keypoint-coordinate policy); `config.state_width()` values. Panics on counts
+/// `(x, y, visible)` in frame pixels (keypoint-coordinate policy, GLUE with `--keypoint-coords`);
+/// `config.state_width()` values. Panics on counts
 /// other than the configuration's ([`crate::policy::Policy`] checks frames first).
 pub fn state_row(config: &PolicyConfig, state: &[f32], object_poses: &[[f32; 7]], keypoints: &[[f32; 3]]) -> Vec<f32> {
     let mut row = Vec::with_capacity(config.state_width());
