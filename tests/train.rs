@@ -166,31 +166,36 @@ fn a_time_budget_shortens_the_run_and_its_schedule() {
 
 /// Loads `run/best` and asks it for actions on the episode's first two frames.
 fn act(run: &Path) -> Vec<[f32; 8]> {
-    let device = Device::flex();
-    let policy = Policy::load(&run.join("best"), &device).unwrap();
+    act_with_keypoints_moved(&run.join("best"), 0.0)
+}
+
+/// The actions of the checkpoint folder `checkpoint` on the episode's first two frames with every oracle track
+/// moved by `shift` pixels (GLUE's key patches stay those of the recorded tracks), the same sampling noise every call.
+fn act_with_keypoints_moved(checkpoint: &Path, shift: f32) -> Vec<[f32; 8]> {
+    let policy = Policy::load(checkpoint, &Device::flex()).unwrap();
     let episode = read_episode(root().join(EPISODE)).unwrap();
     let (w, h) = (episode.info.width, episode.info.height);
     let ticks = &episode.ticks[..2];
     let states: Vec<[f32; 15]> = ticks.iter().map(|t| t.robot_state.to_array()).collect();
-    let keypoints: Vec<Vec<[f32; 3]>> = ticks.iter().map(|t| t.oracle_tracks.clone().unwrap().points).collect();
+    let tracks: Vec<Vec<[f32; 3]>> = ticks.iter().map(|t| t.oracle_tracks.clone().unwrap().points).collect();
     let features: Vec<Option<Vec<f32>>> = ticks
         .iter()
-        .zip(&keypoints)
+        .zip(&tracks)
         .map(|(t, k)| policy.key_features(&image::RgbImage::from_raw(w, h, t.image.clone()).unwrap(), k).unwrap())
         .collect();
+    let moved: Vec<Vec<[f32; 3]>> = tracks.iter().map(|k| k.iter().map(|&[x, y, v]| [x + shift, y, v]).collect()).collect();
     let history: Vec<Frame<'_>> = (0..2)
         .map(|i| Frame {
             image: &ticks[i].image,
             width: w,
             height: h,
             state: &states[i],
-            keypoints: &keypoints[i],
+            keypoints: &moved[i],
             key_features: features[i].as_deref(),
             object_poses: &[],
         })
         .collect();
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-    policy.act(&history, &mut rng).unwrap()
+    policy.act(&history, &mut rand_chacha::ChaCha8Rng::seed_from_u64(0)).unwrap()
 }
 
 #[test]
@@ -298,35 +303,6 @@ fn init_widens_a_checkpoints_robot_state() {
     assert!(err.contains("--init") && err.contains("feeds 8 robot-state entries and 0 keypoints' coordinates, this run 6"), "{err}");
 }
 
-/// The actions of the GLUE checkpoint `run/last` on the episode's first two frames with every oracle track moved
-/// by `shift` pixels (the key patches stay those of the recorded tracks), the same sampling noise every call.
-fn act_with_keypoints_moved(run: &Path, shift: f32) -> Vec<[f32; 8]> {
-    let policy = Policy::load(&run.join("last"), &Device::flex()).unwrap();
-    let episode = read_episode(root().join(EPISODE)).unwrap();
-    let (w, h) = (episode.info.width, episode.info.height);
-    let ticks = &episode.ticks[..2];
-    let states: Vec<[f32; 15]> = ticks.iter().map(|t| t.robot_state.to_array()).collect();
-    let tracks: Vec<Vec<[f32; 3]>> = ticks.iter().map(|t| t.oracle_tracks.clone().unwrap().points).collect();
-    let features: Vec<Vec<f32>> = ticks
-        .iter()
-        .zip(&tracks)
-        .map(|(t, k)| policy.key_features(&image::RgbImage::from_raw(w, h, t.image.clone()).unwrap(), k).unwrap().unwrap())
-        .collect();
-    let moved: Vec<Vec<[f32; 3]>> = tracks.iter().map(|k| k.iter().map(|&[x, y, v]| [x + shift, y, v]).collect()).collect();
-    let history: Vec<Frame<'_>> = (0..2)
-        .map(|i| Frame {
-            image: &ticks[i].image,
-            width: w,
-            height: h,
-            state: &states[i],
-            keypoints: &moved[i],
-            key_features: Some(&features[i]),
-            object_poses: &[],
-        })
-        .collect();
-    policy.act(&history, &mut rand_chacha::ChaCha8Rng::seed_from_u64(0)).unwrap()
-}
-
 /// GLUE `--keypoint-coords`: the tracks' coordinates join eq. 3's S (7 + 16 x 3 entries per step). A run starting
 /// `--init` from a GLUE checkpoint without them widens it with zero weights: at a zero learning rate it acts as the
 /// checkpoint did wherever the keypoints are; trained, the coordinates reach the actions. Narrowing back is refused.
@@ -347,14 +323,14 @@ fn glue_keypoint_coords_widen_a_checkpoint() {
     let config = Policy::load(&widened.0.join("last"), &device).unwrap().config;
     assert_eq!((config.n_keypoints, config.fusion.state_dim, config.step_dim()), (16, 55, 128 + 64 + 55));
 
-    let before = act_with_keypoints_moved(&plain.0, 0.0);
+    let before = act_with_keypoints_moved(&plain.0.join("last"), 0.0);
     for shift in [0.0, 40.0] {
-        let after = act_with_keypoints_moved(&widened.0, shift);
+        let after = act_with_keypoints_moved(&widened.0.join("last"), shift);
         let gap = before.iter().flatten().zip(after.iter().flatten()).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
         assert!(gap < 1e-4, "shift {shift}: the widened policy's actions differ by {gap}");
     }
     train(from(1e-3, &plain.0), &trained.0, &device).unwrap();
-    assert_ne!(act_with_keypoints_moved(&trained.0, 0.0), act_with_keypoints_moved(&trained.0, 40.0), "the coordinates do not reach the actions");
+    assert_ne!(act_with_keypoints_moved(&trained.0.join("last"), 0.0), act_with_keypoints_moved(&trained.0.join("last"), 40.0), "the coordinates do not reach the actions");
 
     let mut narrower = config_without_coords_from(&trained.0);
     narrower.lr = 0.0;
