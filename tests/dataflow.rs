@@ -208,7 +208,9 @@ fn eval_through_the_sim_dataflow_matches_the_in_process_evaluation() {
 }
 
 /// A pick-and-place episode (the shipped stack-block checkpoint, held-out seed 1006, which it completes): the
-/// graph's sim node reports the same grasp, release and final distance to the target as `glue eval`.
+/// graph's sim node reports the same grasp, release and final distance to the target as `glue eval`. That
+/// checkpoint reads the tracked keypoints' coordinates in its state (`--keypoint-coords`), so the encoder node's
+/// path for them is compared here too.
 #[test]
 fn a_stack_block_episode_through_the_dataflow_matches_the_in_process_evaluation() {
     graph_matches_eval("policy-stack", shipped(TaskKind::StackBlock), TaskKind::StackBlock, Condition::IN_DOMAIN, 1, 1006, None, None);
