@@ -495,9 +495,9 @@ struct TrainArgs {
     /// every key patch zeroed, as in a fully occluded scene at inference (not in the paper; default 0).
     #[arg(long)]
     keypoint_dropout: Option<f32>,
-    /// GLUE: the tracked keypoints' (x, y, visible) join the robot state (eq. 3's S), so the policy sees their
-    /// positions to the pixel and not only each key patch's grid cell (not in the paper; with --init, a checkpoint
-    /// without them is widened).
+    /// The tracked keypoints' (x, y, visible) join the robot state (GLUE: eq. 3's S), so the policy sees their
+    /// positions to the pixel (GLUE: not only each key patch's grid cell). Not in the paper; GLUE-S and DP take it
+    /// too, to compare with GLUE on equal inputs. With --init, a checkpoint without them is widened.
     #[arg(long)]
     keypoint_coords: bool,
     #[arg(long, value_enum, default_value = "cpu")]

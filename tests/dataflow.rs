@@ -232,15 +232,16 @@ fn an_episode_without_its_object_in_view_places_the_keypoints_alike_in_the_graph
     graph_matches_eval("policy-unseen", shipped(TaskKind::PushButton), TaskKind::PushButton, occlusion, 1, 1001, None, Some(at));
 }
 
-/// Trains a one-epoch camera-free diagnostic (`kind`) on two stack-block expert episodes and checks that the graph
-/// drives the same episode as `glue eval` with it (identical behaviour is what is compared, not success).
-fn camera_free_policy_runs_alike(name: &str, kind: glue::policy::PolicyKind) {
+/// Trains a one-epoch policy (`kind`, with the tracks' coordinates in its state when `keypoint_coords`) on two
+/// stack-block expert episodes and checks that the graph drives the same episode as `glue eval` with it (identical
+/// behaviour is what is compared, not success).
+fn trained_policy_runs_alike(name: &str, kind: glue::policy::PolicyKind, keypoint_coords: bool) {
     let dir = temp_dir(name);
     let spec = |seed| EpisodeSpec { task: TaskKind::StackBlock, seed, condition: Condition::IN_DOMAIN };
     for (i, seed) in [0, 1].into_iter().enumerate() {
         glue::collect::record_expert(&SimConfig::default(), spec(seed), None, i as u64, &dir.join("data")).unwrap();
     }
-    if kind.uses_keypoint_coords() {
+    if kind.uses_keypoint_coords() || keypoint_coords {
         // The perception pipeline's tracks (K = 15, as the grounding node and glue eval extract them).
         let device = burn::tensor::Device::flex();
         let encoder = glue::vit::GridEncoder::load(&root().join("checkpoints/local-vit-small"), 2, &device).unwrap();
@@ -248,7 +249,7 @@ fn camera_free_policy_runs_alike(name: &str, kind: glue::policy::PolicyKind) {
     }
     let policy = glue::policy::PolicyConfig::new(kind, glue::policy::ModelSize::Small);
     let mut config = glue::train::TrainConfig::new(policy, vec![dir.join("data")]);
-    (config.epochs, config.val_fraction, config.warmup_steps) = (1, 0.0, 0);
+    (config.epochs, config.val_fraction, config.warmup_steps, config.keypoint_coords) = (1, 0.0, 0, keypoint_coords);
     glue::train::train(config, &dir.join("run"), &burn::tensor::Device::flex()).unwrap();
     graph_matches_eval(&format!("policy-{name}"), dir.join("run/last"), TaskKind::StackBlock, Condition::IN_DOMAIN, 1, 1000, None, None);
     std::fs::remove_dir_all(&dir).ok();
@@ -258,14 +259,21 @@ fn camera_free_policy_runs_alike(name: &str, kind: glue::policy::PolicyKind) {
 /// image.
 #[test]
 fn the_privileged_state_policy_runs_alike_in_the_graph_and_in_process() {
-    camera_free_policy_runs_alike("state", glue::policy::PolicyKind::State);
+    trained_policy_runs_alike("state", glue::policy::PolicyKind::State, false);
 }
 
 /// The keypoint-coordinate diagnostic in the graph: the encoder node conditions on `tracker/keypoints`' coordinates
 /// instead of the image.
 #[test]
 fn the_keypoint_coordinate_policy_runs_alike_in_the_graph_and_in_process() {
-    camera_free_policy_runs_alike("keypoints", glue::policy::PolicyKind::Keypoints);
+    trained_policy_runs_alike("keypoints", glue::policy::PolicyKind::Keypoints, false);
+}
+
+/// GLUE-S with `--keypoint-coords` in the graph: the encoder node waits for `tracker/keypoints` as well as the image
+/// (a policy's need for tracks comes from its checkpoint, not only from its kind).
+#[test]
+fn glue_s_with_keypoint_coords_runs_alike_in_the_graph_and_in_process() {
+    trained_policy_runs_alike("glue-s-coords", glue::policy::PolicyKind::GlueS, true);
 }
 
 /// The policy node refuses to drive a task its checkpoint was not trained on: the shipped push-button

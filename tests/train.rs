@@ -338,6 +338,31 @@ fn glue_keypoint_coords_widen_a_checkpoint() {
     assert!(err.contains("--init") && err.contains("16 keypoints' coordinates, this run 7 and 0"), "{err}");
 }
 
+/// GLUE-S and DP `--keypoint-coords`, to compare with GLUE on equal inputs: the coordinates join their state (7 + 16
+/// x 3 entries after the CLS token or the ResNet features) and reach the actions once trained; the privileged-state
+/// diagnostic, which reads the true poses, refuses them.
+#[test]
+fn the_baselines_take_keypoint_coords_too() {
+    let _serial = serial();
+    let device = Device::flex();
+    for policy in [PolicyKind::GlueS, PolicyKind::Dp] {
+        let run = Scratch::new(&format!("coords-{}", policy.name()));
+        let mut c = config(policy, 1);
+        c.keypoint_coords = true;
+        train(c, &run.0, &device).unwrap();
+        let loaded = Policy::load(&run.0.join("last"), &device).unwrap().config;
+        let plain = PolicyConfig::new(policy, ModelSize::Small);
+        assert_eq!((loaded.n_keypoints, loaded.step_dim()), (16, plain.step_dim() + 16 * 3), "{policy:?}");
+        assert!(loaded.reads_keypoints(), "{policy:?}: the encoder node must wait for the tracks");
+        let (here, moved) = (act_with_keypoints_moved(&run.0.join("last"), 0.0), act_with_keypoints_moved(&run.0.join("last"), 40.0));
+        assert_ne!(here, moved, "{policy:?}: the coordinates do not reach the actions");
+    }
+    let mut state = config(PolicyKind::State, 1);
+    state.keypoint_coords = true;
+    let err = format!("{:#}", train(state, &Scratch::new("coords-state").0, &device).unwrap_err());
+    assert!(err.contains("--keypoint-coords: --policy state reads no keypoint coordinates"), "{err}");
+}
+
 /// A plain GLUE run starting `--init` from `run/last`.
 fn config_without_coords_from(run: &Path) -> TrainConfig {
     let mut c = config(PolicyKind::Glue, 1);

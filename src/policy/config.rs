@@ -70,10 +70,11 @@ impl PolicyKind {
         self == PolicyKind::Keypoints
     }
 
-    /// Whether the tracked keypoints' coordinates can join the state: for every policy that reads the tracks
-    /// (always for the keypoint-coordinate policy, on request for GLUE: `glue train --keypoint-coords`).
+    /// Whether the tracked keypoints' coordinates can join the state: always for the keypoint-coordinate policy, on
+    /// request for the image policies (`glue train --keypoint-coords`: GLUE, and GLUE-S and DP to compare with it);
+    /// not for the privileged-state diagnostic, which reads the true poses instead.
     pub fn accepts_keypoint_coords(self) -> bool {
-        self.uses_keypoints()
+        self != PolicyKind::State
     }
 
     /// Whether the policy sees the camera image.
@@ -254,12 +255,17 @@ impl PolicyConfig {
         self.state_dim + OBJECT_FEATURES * self.n_objects + KEYPOINT_FEATURES * self.n_keypoints
     }
 
+    /// Whether each frame needs the keypoint tracks: for GLUE's key patches, or for coordinates in the state.
+    pub fn reads_keypoints(&self) -> bool {
+        self.policy.uses_keypoints() || self.n_keypoints > 0
+    }
+
     /// Width of one observation step's condition.
     pub fn step_dim(&self) -> usize {
         match self.policy {
             PolicyKind::Glue => self.fusion.condition_dim(),
-            PolicyKind::GlueS => self.global_vit.hidden_size + self.state_dim,
-            PolicyKind::Dp => self.resnet.feature_dim() + self.state_dim,
+            PolicyKind::GlueS => self.global_vit.hidden_size + self.state_width(),
+            PolicyKind::Dp => self.resnet.feature_dim() + self.state_width(),
             PolicyKind::State | PolicyKind::Keypoints => self.state_width(),
         }
     }
@@ -360,11 +366,14 @@ mod tests {
                     c.set_n_keypoints(15).unwrap();
                     assert_eq!(c.step_dim(), 7 + 15 * KEYPOINT_FEATURES);
                 } else if policy.accepts_keypoint_coords() {
-                    // GLUE with --keypoint-coords: they extend eq. 3's S.
+                    // The image policies with --keypoint-coords: they extend the state (GLUE: eq. 3's S).
                     let mut with = c.clone();
                     with.set_n_keypoints(15).unwrap();
                     assert_eq!(with.step_dim(), c.step_dim() + 15 * KEYPOINT_FEATURES);
-                    assert_eq!(with.fusion.condition_dim(), with.step_dim());
+                    assert!(with.reads_keypoints());
+                    if policy == PolicyKind::Glue {
+                        assert_eq!(with.fusion.condition_dim(), with.step_dim());
+                    }
                     with.validate().unwrap();
                 } else {
                     assert!(c.set_n_keypoints(15).is_err(), "{policy:?} takes no keypoint coordinates");

@@ -458,7 +458,12 @@ fn run(mut config: TrainConfig, out: &Path, resume: bool, device: &Device) -> Re
         config.policy.policy.name()
     );
     let kind = config.policy.policy;
-    let (demos, failed, source) = load_demos(&config.data, kind.uses_keypoints(), kind.uses_object_poses())?;
+    ensure!(
+        !config.keypoint_coords || kind.accepts_keypoint_coords(),
+        "--keypoint-coords: --policy {} reads no keypoint coordinates (it reads the true object poses)",
+        kind.name()
+    );
+    let (demos, failed, source) = load_demos(&config.data, kind.uses_keypoints() || config.keypoint_coords, kind.uses_object_poses())?;
     if kind.uses_object_poses() {
         let n = demos[0].object_poses[0].len();
         config.policy.set_n_objects(n)?;

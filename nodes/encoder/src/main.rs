@@ -35,7 +35,7 @@ fn main() -> eyre::Result<()> {
     let policy = Policy::load(checkpoint.as_ref(), &burn::tensor::Device::flex())?;
     let kind = policy.config.policy;
     let (glue, tracks, images, poses) =
-        (kind.uses_key_patches(), kind.uses_keypoints(), kind.uses_images(), kind.uses_object_poses());
+        (kind.uses_key_patches(), policy.config.reads_keypoints(), kind.uses_images(), kind.uses_object_poses());
     let (mut node, mut events) = DoraNode::init_from_env()?;
     let mut buffer = ConditionBuffer::new(policy.config.n_obs_steps);
     let mut current = CurrentEpisode::default();
