@@ -4,10 +4,14 @@ For each recorded episode (`glue record`, e.g. the expert on the evaluation's se
 frame depends only on those), the pixels of each text-query object in tick 0's segmentation, and the most it shows
 on any later tick (whether it comes into view as the episode goes on, where grounding again could find it);
 with `--eval`, the successes of those seeds in `eval.json` files, pooled for seeds where an object is hidden
-(0 pixels) on the first frame and where all are visible.
+(0 pixels) on the first frame and where all are visible; with `--unoccluded`, episodes of the same seeds without
+the variant (the same object layout), the share of each object the first frame shows and how far the centroid of
+its visible part lies from its whole silhouette's (where keypoints placed on the visible part put the object).
 
     .venv/bin/python scripts/first_frame_visibility.py out/demos/push-button-occlusion-1000/*.arrow \
         --eval out/study-pb/k94/push-button-glue-e94-k*-occlusion/eval.json
+    .venv/bin/python scripts/first_frame_visibility.py out/demos/place-fruit-occlusion-1000/*.arrow \
+        --unoccluded out/demos/place-fruit-none-1000/*.arrow
 """
 
 import argparse
@@ -18,9 +22,9 @@ import numpy as np
 import pyarrow as pa
 
 
-def query_pixels(path):
-    """(seed, {object name: (pixels in tick 0's segmentation, most pixels on any tick)}) for the episode's
-    text-query objects."""
+def read_episode(path):
+    """The episode's table, its text-query objects and their instance ids; exits with a message naming the file
+    when it is not a glue episode."""
     try:
         table = pa.ipc.open_file(path).read_all()
     except (OSError, pa.ArrowInvalid) as e:
@@ -33,6 +37,23 @@ def query_pixels(path):
     missing = [q for q in queries if q not in instances]
     if missing:
         sys.exit(f"{path}: text_query {missing} not among the episode's objects {sorted(instances)}")
+    return table, queries, instances
+
+
+def first_segmentation(path, table):
+    """Tick 0's instance ids as a height x width image (the episode's metadata)."""
+    cell = table.column("segmentation")[0].as_py()
+    height, width = int(table.schema.metadata[b"height"]), int(table.schema.metadata[b"width"])
+    if cell is None or len(cell) != height * width:
+        sys.exit(f"{path}: tick 0's segmentation is not {height}x{width} uint8 instance ids (column segmentation)")
+    return np.frombuffer(cell, dtype=np.uint8).reshape(height, width)
+
+
+def query_pixels(path):
+    """(seed, {object name: (pixels in tick 0's segmentation, most pixels on any tick)}) for the episode's
+    text-query objects."""
+    table, queries, instances = read_episode(path)
+    meta = table.schema.metadata
     counts = {q: [] for q in queries}
     for tick, cell in enumerate(table.column("segmentation").to_pylist()):
         if cell is None:
@@ -43,10 +64,48 @@ def query_pixels(path):
     return int(meta[b"seed"]), {q: (c[0], max(c)) for q, c in counts.items()}
 
 
+def first_frame_masks(path):
+    """(seed, {object name: tick 0's boolean mask}) for the episode's text-query objects."""
+    table, queries, instances = read_episode(path)
+    seg = first_segmentation(path, table)
+    return int(table.schema.metadata[b"seed"]), {q: seg == instances[q] for q in queries}
+
+
+def centroid(mask):
+    ys, xs = np.nonzero(mask)
+    return np.array([xs.mean(), ys.mean()]) if len(xs) else None
+
+
+def compare_unoccluded(varied, unoccluded):
+    """Per object: the share of its unoccluded silhouette the varied first frame shows, and the shift of the
+    visible part's centroid from the whole silhouette's, over the seeds both sets hold."""
+    a = dict(first_frame_masks(p) for p in unoccluded)
+    b = dict(first_frame_masks(p) for p in varied)
+    seeds = sorted(set(a) & set(b))
+    if not seeds:
+        sys.exit("--unoccluded: no seed in common with the episodes")
+    print(f"object | seeds | share in view (median) | under half in view | hidden | centroid shift of the visible part, px (median, max)")
+    for q in a[seeds[0]]:
+        shares, shifts, hidden = [], [], 0
+        for s in seeds:
+            whole, seen = a[s][q], b[s][q] & a[s][q]
+            if not whole.any():
+                continue
+            shares.append(seen.sum() / whole.sum())
+            c = centroid(seen)
+            if c is None:
+                hidden += 1
+            else:
+                shifts.append(float(np.linalg.norm(c - centroid(whole))))
+        shift = f"{np.median(shifts):.1f}, {max(shifts):.1f}" if shifts else "-"
+        print(f"{q} | {len(shares)} | {np.median(shares):.2f} | {sum(x < 0.5 for x in shares)} | {hidden} | {shift}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("episodes", nargs="+", help="recorded .arrow episodes")
     parser.add_argument("--eval", nargs="*", default=[], help="eval.json files whose seeds to pool")
+    parser.add_argument("--unoccluded", nargs="*", default=[], help="episodes of the same seeds without the variant")
     args = parser.parse_args()
     pixels = dict(query_pixels(p) for p in args.episodes)
     if len({tuple(objs) for objs in pixels.values()}) > 1:
@@ -58,6 +117,8 @@ def main():
     never = {s for s, objs in pixels.items() if min(most for _, most in objs.values()) == 0}
     print(f"{len(hidden)} of {len(pixels)} first frames hide a queried object; "
           f"in {len(never)} it stays hidden on every tick")
+    if args.unoccluded:
+        compare_unoccluded(args.episodes, args.unoccluded)
     if not args.eval:
         return
     tally = {True: [0, 0], False: [0, 0]}  # hidden -> [successes, episodes]

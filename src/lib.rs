@@ -17,6 +17,7 @@ pub mod diffusion;
 pub mod eval;
 pub mod fusion;
 pub mod keypoints;
+pub mod losses;
 pub mod model_bench;
 pub mod msg;
 pub mod plot;

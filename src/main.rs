@@ -266,6 +266,16 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Validation loss of several training runs against the step: a PNG chart and a table with each run's loss at
+    /// the shortest run's length (runs on the same data and split share their validation samples).
+    Losses {
+        /// LABEL:DIR for each run folder (holding metrics.csv).
+        #[arg(required = true)]
+        runs: Vec<String>,
+        /// The chart (PNG).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Measure throughput and print a table: the simulator and recorder (`--suite sim`) or the models
     /// (`--suite models`, same shapes as benches/torch_reference.py).
     Bench {
@@ -803,6 +813,7 @@ fn run(cli: Cli) -> eyre::Result<bool> {
         }
         Command::Compare { a, b } => print!("{}", glue::compare::run(&a, &b)?),
         Command::Curve { evals, x, out } => print!("{}", glue::curve::run(&evals, x, &out)?),
+        Command::Losses { runs, out } => print!("{}", glue::losses::run(&runs, &out)?),
         Command::Bench { suite, repeats, cases, torch, device } => {
             eyre::ensure!(repeats >= 1, "--repeats: expected at least 1");
             match suite {

@@ -449,6 +449,22 @@ fn first_frame_visibility_splits_seeds_by_the_hidden_button() {
     let out = run(&tmp.path().join("missing.json"));
     assert!(!out.status.success());
     assert!(stderr(&out).contains("missing.json: not a readable eval.json"), "{}", stderr(&out));
+
+    // --unoccluded: the same seeds without the occluder (the same layout) give each object's share in view.
+    let clear = tmp.path().join("none");
+    let args = ["record", "--task", "push-button", "--seed-start", "1008", "--episodes", "2", "--out"];
+    let out = glue(args.map(OsStr::new).into_iter().chain([clear.as_os_str()]));
+    assert!(out.status.success(), "glue record: {}", stderr(&out));
+    let out = Command::new(venv_python()).arg(&script).args(arrow_files(&dir)).arg("--unoccluded").args(arrow_files(&clear)).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let header = text.lines().position(|l| l.starts_with("object | seeds")).unwrap_or_else(|| panic!("no share table: {text}"));
+    let fields: Vec<&str> = text.lines().nth(header + 1).unwrap().split(" | ").collect();
+    let share: f64 = fields[2].parse().unwrap();
+    assert_eq!((fields[1], fields[4]), ("2", "1"), "two seeds, the button hidden entirely on 1009: {text}");
+    assert!(share > 0.0 && share < 0.5, "1008 shows part of the button, 1009 none: median share {share}");
+    let out = Command::new(venv_python()).arg(&script).args(arrow_files(&dir)).arg("--unoccluded").arg(record_one(&tmp.path().join("other"), "push-button", 3)).output().unwrap();
+    assert!(!out.status.success() && stderr(&out).contains("--unoccluded: no seed in common"), "{}", stderr(&out));
 }
 
 /// Decodes every frame of a GIF.

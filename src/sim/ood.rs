@@ -228,8 +228,10 @@ fn distractors(strength: f32, objects: &[ObjectSpec], rng: &mut ChaCha8Rng) -> V
     out
 }
 
-/// A large box standing on the table between the camera and the first task object, offset sideways so it covers
-/// part of the target and part of the arm; its size grows with strength (none at strength 0).
+/// A large box standing on the table between the camera and the last task object (the target: the button, the block
+/// to stack on, the plate), offset sideways so it covers part of the target and part of the arm; its size grows
+/// with strength (none at strength 0). At strength 0.5 it leaves under half of the target in view in every
+/// held-out stack-block and place-fruit scene (docs/results.md).
 fn occluder(strength: f32, objects: &[ObjectSpec], camera: &Camera, rng: &mut ChaCha8Rng) -> Option<Drawable> {
     if strength == 0.0 {
         return None;

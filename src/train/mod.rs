@@ -142,14 +142,18 @@ struct Progress {
     history: Vec<EpochRow>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct EpochRow {
-    epoch: usize,
-    step: usize,
-    train_loss: f64,
-    val_loss: Option<f64>,
-    lr: f64,
-    seconds: f64,
+/// One epoch of a run's history: a row of `metrics.csv`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRow {
+    pub epoch: usize,
+    /// Optimiser steps since the run started (after this epoch).
+    pub step: usize,
+    pub train_loss: f64,
+    /// The EMA weights' loss on the validation samples (`None` without a validation split).
+    pub val_loss: Option<f64>,
+    pub lr: f64,
+    /// Wall-clock seconds of this epoch.
+    pub seconds: f64,
 }
 
 /// What a finished run reports (`metrics.json`).
@@ -765,6 +769,29 @@ fn open_loop_error(net: &PolicyNet, data: &Dataset, config: &TrainConfig, val: &
     Ok((position / n.max(1) as f64, gripper / n.max(1) as f64))
 }
 
+/// The epoch history in `run/metrics.csv`, as [`write_metrics`] writes it; errors name the file and the row.
+pub fn read_metrics(run: &Path) -> Result<Vec<EpochRow>> {
+    let path = run.join("metrics.csv");
+    let text = std::fs::read_to_string(&path).wrap_err_with(|| format!("cannot read {}", path.display()))?;
+    let mut rows = Vec::new();
+    for (i, line) in text.lines().enumerate().skip(1).filter(|(_, l)| !l.is_empty()) {
+        let bad = || eyre!("{} line {}: expected epoch,step,train_loss,val_loss,lr,seconds, got {line:?}", path.display(), i + 1);
+        let f: Vec<&str> = line.split(',').collect();
+        ensure!(f.len() == 6, bad());
+        let val_loss = if f[3].is_empty() { None } else { Some(f[3].parse().map_err(|_| bad())?) };
+        rows.push(EpochRow {
+            epoch: f[0].parse().map_err(|_| bad())?,
+            step: f[1].parse().map_err(|_| bad())?,
+            train_loss: f[2].parse().map_err(|_| bad())?,
+            val_loss,
+            lr: f[4].parse().map_err(|_| bad())?,
+            seconds: f[5].parse().map_err(|_| bad())?,
+        });
+    }
+    ensure!(!rows.is_empty(), "{}: no epochs recorded", path.display());
+    Ok(rows)
+}
+
 /// `metrics.csv` and `loss.png` from the epoch history.
 fn write_metrics(out: &Path, history: &[EpochRow]) -> Result<()> {
     let mut csv = String::from("epoch,step,train_loss,val_loss,lr,seconds\n");
@@ -800,6 +827,24 @@ fn write_metrics(out: &Path, history: &[EpochRow]) -> Result<()> {
 mod tests {
     use super::*;
     use crate::policy::{ModelSize, PolicyKind};
+
+    #[test]
+    fn metrics_read_back_as_written_and_a_bad_row_is_named() {
+        let dir = std::env::temp_dir().join(format!("glue-metrics-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let history = vec![
+            EpochRow { epoch: 1, step: 32, train_loss: 1.5, val_loss: Some(1.25), lr: 1e-4, seconds: 30.5 },
+            EpochRow { epoch: 2, step: 64, train_loss: 0.75, val_loss: None, lr: 5e-5, seconds: 29.0 },
+        ];
+        write_metrics(&dir, &history).unwrap();
+        assert_eq!(read_metrics(&dir).unwrap(), history);
+        std::fs::write(dir.join("metrics.csv"), "epoch,step,train_loss,val_loss,lr,seconds\n1,32,x,1.0,0.0001,30\n").unwrap();
+        let err = read_metrics(&dir).unwrap_err().to_string();
+        assert!(err.contains("metrics.csv line 2: expected epoch,step,train_loss,val_loss,lr,seconds"), "{err}");
+        std::fs::write(dir.join("metrics.csv"), "epoch,step,train_loss,val_loss,lr,seconds\n").unwrap();
+        assert!(read_metrics(&dir).unwrap_err().to_string().contains("no epochs recorded"));
+        std::fs::remove_dir_all(&dir).ok();
+    }
 
     /// One 64x64 demo of 3 ticks, 2 visible keypoints, key features all 1.
     fn dataset(keypoint_dropout: f32) -> Dataset {
