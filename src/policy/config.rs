@@ -115,8 +115,8 @@ pub struct PolicyConfig {
     /// [`OBJECT_FEATURES`] values ([`crate::policy::observation::object_features`]).
     #[serde(default)]
     pub n_objects: usize,
-    /// Tracked keypoints whose coordinates join the state ([`PolicyKind::Keypoints`]; GLUE with
-    /// `--keypoint-coords`, where they extend eq. 3's `S`; 0 otherwise), each as [`KEYPOINT_FEATURES`] values.
+    /// Tracked keypoints whose coordinates join the state ([`PolicyKind::Keypoints`]; the image policies with
+    /// `--keypoint-coords`, in GLUE extending eq. 3's `S`; 0 otherwise), each as [`KEYPOINT_FEATURES`] values.
     #[serde(default)]
     pub n_keypoints: usize,
     /// Action width ([`crate::msg::Action::to_array`]: position, quaternion, gripper).
@@ -250,7 +250,7 @@ impl PolicyConfig {
     }
 
     /// Width of the normalised state vector: the robot state, then the object features (privileged-state policy),
-    /// then the keypoint features (keypoint-coordinate policy, GLUE with `--keypoint-coords`).
+    /// then the keypoint features (keypoint-coordinate policy, the image policies with `--keypoint-coords`).
     pub fn state_width(&self) -> usize {
         self.state_dim + OBJECT_FEATURES * self.n_objects + KEYPOINT_FEATURES * self.n_keypoints
     }

@@ -88,9 +88,10 @@ pub struct TrainConfig {
     /// the paper; 0 (the default, and what a `train.json` without the field reads as) trains as the paper does.
     #[serde(default)]
     pub keypoint_dropout: f32,
-    /// GLUE: the tracked keypoints' `(x, y, visible)` join the robot state (eq. 3's `S`), so the policy sees
-    /// where they are to the pixel and not only the 28x28 cell of each key patch. Not in the paper; off by
-    /// default (and in a `train.json` without the field). The keypoint-coordinate policy always has them.
+    /// The tracked keypoints' `(x, y, visible)` join the robot state (GLUE: eq. 3's `S`), so the policy sees where
+    /// they are to the pixel (GLUE: not only the 28x28 cell of each key patch); GLUE-S and DP take them too, to
+    /// compare with GLUE on equal inputs. Not in the paper; off by default (and in a `train.json` without the
+    /// field). The keypoint-coordinate policy always has them; the privileged-state policy refuses them.
     #[serde(default)]
     pub keypoint_coords: bool,
 }
