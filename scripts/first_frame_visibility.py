@@ -50,10 +50,11 @@ def first_segmentation(path, table):
 
 
 def query_pixels(path):
-    """(seed, {object name: (pixels in tick 0's segmentation, most pixels on any tick)}) for the episode's
-    text-query objects."""
+    """(seed, {object name: (pixels in tick 0's segmentation, most pixels on any tick)}, {object name: tick 0's
+    boolean mask}) for the episode's text-query objects."""
     table, queries, instances = read_episode(path)
     meta = table.schema.metadata
+    first = first_segmentation(path, table)
     counts = {q: [] for q in queries}
     for tick, cell in enumerate(table.column("segmentation").to_pylist()):
         if cell is None:
@@ -61,7 +62,8 @@ def query_pixels(path):
         seg = np.frombuffer(cell, dtype=np.uint8)
         for q in queries:
             counts[q].append(int((seg == instances[q]).sum()))
-    return int(meta[b"seed"]), {q: (c[0], max(c)) for q, c in counts.items()}
+    masks = {q: first == instances[q] for q in queries}
+    return int(meta[b"seed"]), {q: (c[0], max(c)) for q, c in counts.items()}, masks
 
 
 def first_frame_masks(path):
@@ -76,11 +78,10 @@ def centroid(mask):
     return np.array([xs.mean(), ys.mean()]) if len(xs) else None
 
 
-def compare_unoccluded(varied, unoccluded):
-    """Per object: the share of its unoccluded silhouette the varied first frame shows, and the shift of the
-    visible part's centroid from the whole silhouette's, over the seeds both sets hold."""
+def compare_unoccluded(b, unoccluded):
+    """Per object: the share of its unoccluded silhouette the varied first frame (`b`: seed -> masks) shows, and
+    the shift of the visible part's centroid from the whole silhouette's, over the seeds both sets hold."""
     a = dict(first_frame_masks(p) for p in unoccluded)
-    b = dict(first_frame_masks(p) for p in varied)
     seeds = sorted(set(a) & set(b))
     if not seeds:
         sys.exit("--unoccluded: no seed in common with the episodes")
@@ -107,7 +108,8 @@ def main():
     parser.add_argument("--eval", nargs="*", default=[], help="eval.json files whose seeds to pool")
     parser.add_argument("--unoccluded", nargs="*", default=[], help="episodes of the same seeds without the variant")
     args = parser.parse_args()
-    pixels = dict(query_pixels(p) for p in args.episodes)
+    episodes = [query_pixels(p) for p in args.episodes]
+    pixels = {seed: px for seed, px, _ in episodes}
     if len({tuple(objs) for objs in pixels.values()}) > 1:
         sys.exit("the episodes query different objects: pass episodes of one task")
     print("seed | " + " | ".join(next(iter(pixels.values()))) + " (first-frame pixels / most on any tick)")
@@ -118,7 +120,7 @@ def main():
     print(f"{len(hidden)} of {len(pixels)} first frames hide a queried object; "
           f"in {len(never)} it stays hidden on every tick")
     if args.unoccluded:
-        compare_unoccluded(args.episodes, args.unoccluded)
+        compare_unoccluded({seed: masks for seed, _, masks in episodes}, args.unoccluded)
     if not args.eval:
         return
     tally = {True: [0, 0], False: [0, 0]}  # hidden -> [successes, episodes]
