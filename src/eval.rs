@@ -65,6 +65,8 @@ pub struct EvalConfig {
     pub seed: u64,
     /// Keypoints extracted per episode with [`Keypoints::Tracker`] (the grounding node's `K`).
     pub k: usize,
+    /// The K-means seed of that extraction (the grounding node's `SEED`; `glue annotate --seed`).
+    pub keypoint_seed: u64,
     /// The local encoder for keypoint extraction with [`Keypoints::Tracker`] (the grounding node's `WEIGHTS`).
     pub keypoint_weights: PathBuf,
     /// Episodes run in lockstep, batched through the policy.
@@ -115,6 +117,10 @@ impl PoseError {
 /// Leaves [`EvalReport::object_pose_error`] out of `eval.json` when it is 0, as in every file written before it.
 fn is_zero(x: &f32) -> bool {
     *x == 0.0
+}
+
+fn is_first_seed(seed: &u64) -> bool {
+    *seed == 0
 }
 
 /// One episode's outcome.
@@ -275,6 +281,9 @@ pub struct EvalReport {
     /// Temporal-ensembling coefficient, `None` for whole chunks.
     #[serde(default)]
     pub temporal_ensemble: Option<f32>,
+    /// [`EvalConfig::keypoint_seed`] (absent: 0).
+    #[serde(default, skip_serializing_if = "is_first_seed")]
+    pub keypoint_seed: u64,
     /// [`EvalConfig::unseen_at`]; absent: the image centre.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unseen_at: Option<[f32; 2]>,
@@ -469,7 +478,7 @@ pub fn evaluate(config: &EvalConfig, out: &Path, device: &Device) -> Result<Eval
                 let encoder = grid.as_ref().expect("loaded for the tracker mode");
                 let (obs, image, keypoints, _) = e.current.as_mut().expect("observed above");
                 let grounder = OracleGrounder::new(episode_info(&e.sim, e.index).objects, w, h, obs.image.instance.clone())?;
-                let init = first_frame_keypoints(&grounder, encoder, image, &e.spec.task.text_query(), config.k, 0, config.unseen_at, device)?;
+                let init = first_frame_keypoints(&grounder, encoder, image, &e.spec.task.text_query(), config.k, config.keypoint_seed, config.unseen_at, device)?;
                 let tracker = EpisodeTracks::start(image, &init)?;
                 *keypoints = tracker.current();
                 e.tracker = Some(tracker);
@@ -639,6 +648,7 @@ fn write_report(config: &EvalConfig, policy: &str, results: Vec<EpisodeResult>, 
         wilson_95: wilson_95(successes, results.len()),
         parallel: config.parallel,
         temporal_ensemble: config.temporal_ensemble,
+        keypoint_seed: config.keypoint_seed,
         unseen_at: config.unseen_at,
         object_pose_error: config.object_pose_error,
         latency,
@@ -697,7 +707,7 @@ pub fn evaluate_in_dataflow(config: &EvalConfig, out: &Path, setup: &DataflowSet
         ("sim", "HEIGHT", config.sim.height.to_string()),
         ("grounding", "WEIGHTS", path(&config.keypoint_weights, "--keypoint-weights")?),
         ("grounding", "K", config.k.to_string()),
-        ("grounding", "SEED", "0".to_string()),
+        ("grounding", "SEED", config.keypoint_seed.to_string()),
         ("grounding", "UNSEEN_AT", config.unseen_at.map(|[x, y]| format!("{x},{y}")).unwrap_or_default()),
         ("encoder", "CHECKPOINT", checkpoint.clone()),
         ("policy", "CHECKPOINT", checkpoint),
@@ -859,6 +869,7 @@ mod tests {
             wilson_95: wilson_95(1, 5),
             parallel: 1,
             temporal_ensemble: None,
+            keypoint_seed: 0,
             unseen_at: None,
             object_pose_error: 0.0,
             latency: Latency::default(),

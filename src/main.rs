@@ -176,6 +176,10 @@ enum Command {
         /// Keypoints per episode (tracker mode).
         #[arg(long, default_value_t = 15)]
         k: usize,
+        /// K-means seed of the keypoint extraction (tracker mode; `glue annotate --seed`, the grounding node's
+        /// `SEED`): how much the result depends on where the keypoints fall.
+        #[arg(long, default_value_t = 0)]
+        keypoint_seed: u64,
         /// Local encoder for keypoint extraction (tracker mode).
         #[arg(long, default_value = SMALL_LOCAL_ENCODER)]
         keypoint_weights: PathBuf,
@@ -579,6 +583,7 @@ fn loop_bench(repeats: u32, device: &burn::tensor::Device) -> eyre::Result<Strin
         record: None,
         seed: 0,
         k: 15,
+        keypoint_seed: 0,
         keypoint_weights: PathBuf::from(SMALL_LOCAL_ENCODER),
         parallel: 1,
         temporal_ensemble: None,
@@ -757,7 +762,7 @@ fn run(cli: Cli) -> eyre::Result<bool> {
             }
         }
         Command::Train(args) => train(args)?,
-        Command::Eval { checkpoint, scene, episodes, seed_start, keypoints, k, keypoint_weights, video, record, seed, parallel, temporal_ensemble, unseen_at, object_pose_error, dataflow, graph, out, device } => {
+        Command::Eval { checkpoint, scene, episodes, seed_start, keypoints, k, keypoint_seed, keypoint_weights, video, record, seed, parallel, temporal_ensemble, unseen_at, object_pose_error, dataflow, graph, out, device } => {
             eyre::ensure!(episodes >= 1, "--episodes: expected at least 1");
             let config = EvalConfig {
                 checkpoint,
@@ -771,6 +776,7 @@ fn run(cli: Cli) -> eyre::Result<bool> {
                 record: record.then(|| out.join("episodes")),
                 seed,
                 k,
+                keypoint_seed,
                 keypoint_weights,
                 parallel,
                 temporal_ensemble,

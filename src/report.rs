@@ -219,6 +219,7 @@ pub(crate) mod tests {
             wilson_95: wilson_95(successes, 50),
             parallel: 10,
             temporal_ensemble: None,
+            keypoint_seed: 0,
             unseen_at: None,
             object_pose_error: 0.0,
             latency: Latency::default(),

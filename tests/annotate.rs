@@ -1,5 +1,6 @@
 //! `glue annotate` on a copy of a shipped recording: every tick gains the tracker's keypoints, the first frame's
-//! keypoints lie on the task objects, and everything else in the file is unchanged.
+//! keypoints lie on the task objects, and everything else in the file is unchanged. `glue eval --keypoint-seed`
+//! extracts and tracks the keypoints as `glue annotate --seed` does.
 
 use std::path::PathBuf;
 
@@ -7,6 +8,37 @@ use burn::tensor::Device;
 use glue::annotate::annotate_episode;
 use glue::recording::read_episode;
 use glue::vit::GridEncoder;
+
+/// The K-means seed reaches the evaluation's keypoint extraction: an episode `glue eval --keypoint-seed 1
+/// --record` ran holds, on every tick, the keypoints `glue annotate --seed 1` computes from its frames, and seed 0
+/// places them elsewhere on the same first frame; eval.json names the seed.
+#[test]
+fn eval_extracts_keypoints_with_the_given_kmeans_seed() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let dir = std::env::temp_dir().join(format!("glue-eval-kmeans-seed-{}", std::process::id()));
+    let args = ["eval", "--checkpoint", "checkpoints/push-button-glue-small", "--task", "push-button", "--episodes", "1", "--keypoint-seed", "1", "--record", "--out"];
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_glue")).args(args).arg(&dir).current_dir(&root).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("eval.json")).unwrap()).unwrap();
+    assert_eq!(report["keypoint_seed"], 1);
+    let recorded = std::fs::read_dir(dir.join("episodes")).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|x| x == "arrow")).unwrap();
+    let keypoints = |path: &std::path::Path| read_episode(path).unwrap().ticks.into_iter().map(|t| t.keypoints.unwrap().points).collect::<Vec<_>>();
+    let evaluated = keypoints(&recorded);
+    let device = Device::flex();
+    let encoder = GridEncoder::load(&root.join("checkpoints/local-vit-small"), 2, &device).unwrap();
+    let copy = dir.join("copy.arrow");
+    for seed in [1, 0] {
+        std::fs::copy(&recorded, &copy).unwrap();
+        annotate_episode(&copy, &encoder, 15, seed, &device).unwrap();
+        let annotated = keypoints(&copy);
+        if seed == 1 {
+            assert_eq!(annotated, evaluated, "glue annotate --seed 1 reproduces the evaluation's keypoints");
+        } else {
+            assert_ne!(annotated[0], evaluated[0], "K-means seed 0 places the first frame's keypoints elsewhere");
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
 
 #[test]
 fn annotate_fills_the_keypoints_column_and_keeps_the_rest() {

@@ -467,6 +467,71 @@ fn first_frame_visibility_splits_seeds_by_the_hidden_button() {
     assert!(!out.status.success() && stderr(&out).contains("--unoccluded: no seed in common"), "{}", stderr(&out));
 }
 
+/// `scripts/keypoint_quality.py` on place-fruit seed 1000, annotated, with and without the lighting variant: the
+/// visible tracks stay on their objects, the fruit's keypoints are all visible before the arm reaches it, an
+/// episode compared with itself has its keypoints 0 px from the base's and in the same order, and the script names
+/// unannotated episodes and base episodes of other seeds.
+#[test]
+fn keypoint_quality_compares_the_tracks_with_the_base_episodes() {
+    let tmp = Scratch::new("keypoint-quality");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut dirs = Vec::new();
+    for variant in ["none", "lighting"] {
+        let dir = tmp.path().join(variant);
+        let args = ["record", "--task", "place-fruit", "--variant", variant, "--seed-start", "1000", "--out"];
+        let out = glue(args.map(OsStr::new).into_iter().chain([dir.as_os_str()]));
+        assert!(out.status.success(), "glue record: {}", stderr(&out));
+        dirs.push(dir);
+    }
+    let unannotated = record_one(&tmp.path().join("plain"), "place-fruit", 1000);
+    let out = Command::new(GLUE).arg("annotate").args(&dirs).current_dir(root).output().unwrap();
+    assert!(out.status.success(), "glue annotate: {}", stderr(&out));
+    let eval = tmp.path().join("eval.json");
+    fs::write(&eval, r#"{"per_episode": [{"seed": 1000, "success": true}]}"#).unwrap();
+    let script = root.join("scripts/keypoint_quality.py");
+    let run = |episodes: &Path, base: &[PathBuf]| {
+        let mut command = Command::new(venv_python());
+        command.arg(&script).args(arrow_files(episodes)).arg("--base").args(base).arg("--eval").arg(&eval);
+        command.output().expect("the venv python runs")
+    };
+
+    let out = run(&dirs[1], &arrow_files(&dirs[0]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    // The last row starting with `prefix` (each condition's tracking row comes before its row of tenths).
+    let fields = |prefix: &str| -> Vec<String> {
+        let line = text.lines().filter(|l| l.starts_with(prefix)).last().unwrap_or_else(|| panic!("no `{prefix}` row: {text}"));
+        line.split(" | ").map(str::to_string).collect()
+    };
+    for condition in ["variant", "base"] {
+        for object in ["fruit", "plate"] {
+            let row = fields(&format!("{condition} | {object} | 1 | "));
+            let shares: Vec<f64> = row[3..].iter().map(|v| v.parse().unwrap()).collect();
+            assert!(shares.iter().all(|v| (0.0..=1.0).contains(v)) && shares[1] <= shares[0], "{row:?}");
+            assert!(shares[2] >= 0.9, "{condition}: the visible {object} tracks lie on the {object}: {row:?}");
+        }
+        let tenths: Vec<f64> = fields(&format!("{condition} | fruit | ")).last().unwrap().split(' ').map(|v| v.parse().unwrap()).collect();
+        assert_eq!(tenths.len(), 10, "{text}");
+        assert!(tenths[0] >= 0.9, "{condition}: the fruit is in view before the arm reaches it: {tenths:?}");
+    }
+    assert!(text.contains("eval.json successes: 1 episodes, mean visible share fruit") && text.contains("failures: 0 episodes, mean visible share -"), "{text}");
+
+    let out = run(&dirs[0], &arrow_files(&dirs[0]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    for object in ["fruit", "plate"] {
+        assert!(text.contains(&format!("\n{object} | 1 | 0.0, 0.0 | 0.0 | 0.00\n")), "{object} against itself: {text}");
+    }
+
+    let out = run(&dirs[0], &[unannotated.clone()]);
+    assert!(!out.status.success() && stderr(&out).contains("column keypoints; run glue annotate"), "{}", stderr(&out));
+    let other = record_one(&tmp.path().join("other"), "place-fruit", 7);
+    let out = Command::new(GLUE).arg("annotate").arg(&other).current_dir(root).output().unwrap();
+    assert!(out.status.success(), "glue annotate: {}", stderr(&out));
+    let out = run(&dirs[0], &[other]);
+    assert!(!out.status.success() && stderr(&out).contains("--base: no seed in common"), "{}", stderr(&out));
+}
+
 /// Decodes every frame of a GIF.
 fn gif_frames(path: &Path) -> Vec<image::RgbaImage> {
     let decoder = GifDecoder::new(BufReader::new(File::open(path).unwrap())).unwrap_or_else(|e| panic!("{e}"));

@@ -5,7 +5,10 @@
 //! `segmentation`, `oracle_tracks`, `keypoints`, `object_poses` (privileged simulator state, for training
 //! `glue train --policy state`; an empty list, as the replay node sends for files without poses, is recorded as
 //! none). A tick is written once every connected input has arrived for its
-//! frame; the episode is finalised when its end event has come and all its ticks are written.
+//! frame; the episode is finalised when its end event has come and all its ticks are written. Dora delivers each
+//! input's messages in order, so an optional input that has delivered a later frame will not deliver this one (it
+//! was dropped upstream, e.g. from a full queue): the tick is written with that column null, and the episode's
+//! summary line counts the gaps, instead of the episode stalling there and staying `.partial`.
 //! Each run writes into its own folder `OUT_DIR/<dataflow id>` (time-ordered UUIDs), so runs never collide.
 //! Settings: `OUT_DIR` (default `out/recordings`), `CONTROL_HZ` (default 10).
 
@@ -63,6 +66,19 @@ struct Connected {
     object_poses: bool,
 }
 
+impl Part {
+    /// The input name of an optional part (`None` for the required ones).
+    fn optional_input(&self) -> Option<&'static str> {
+        match self {
+            Part::Segmentation(_) => Some("segmentation"),
+            Part::OracleTracks(_) => Some("oracle_tracks"),
+            Part::Keypoints(_) => Some("keypoints"),
+            Part::ObjectPoses(_) => Some("object_poses"),
+            Part::Image(_) | Part::RobotState(_) | Part::Action(_) => None,
+        }
+    }
+}
+
 impl Parts {
     fn set(&mut self, part: Part) {
         match part {
@@ -76,14 +92,26 @@ impl Parts {
         }
     }
 
-    fn complete(&self, c: &Connected) -> bool {
+    /// The connected optional inputs this tick lacks, by input name.
+    fn missing_optional(&self, c: &Connected) -> Vec<&'static str> {
+        [
+            ("segmentation", c.segmentation && self.segmentation.is_none()),
+            ("oracle_tracks", c.oracle_tracks && self.oracle_tracks.is_none()),
+            ("keypoints", c.keypoints && self.keypoints.is_none()),
+            ("object_poses", c.object_poses && self.object_poses.is_none()),
+        ]
+        .into_iter()
+        .filter_map(|(name, missing)| missing.then_some(name))
+        .collect()
+    }
+
+    /// Whether the tick of `frame` can be written: the required inputs are here, and each connected optional input
+    /// either is too or has already delivered a later frame (`newest`), so it skipped this one.
+    fn ready(&self, frame: u64, c: &Connected, newest: &BTreeMap<&'static str, u64>) -> bool {
         self.image.is_some()
             && self.robot_state.is_some()
             && self.action.is_some()
-            && (!c.segmentation || self.segmentation.is_some())
-            && (!c.oracle_tracks || self.oracle_tracks.is_some())
-            && (!c.keypoints || self.keypoints.is_some())
-            && (!c.object_poses || self.object_poses.is_some())
+            && self.missing_optional(c).iter().all(|name| newest.get(name).is_some_and(|&f| f > frame))
     }
 
     fn into_tick(self, frame: u64) -> Tick {
@@ -110,11 +138,24 @@ struct Recording {
     parts: BTreeMap<u64, Parts>,
     next_frame: u64,
     end: Option<(bool, u64)>,
+    /// The newest frame each optional input has delivered.
+    newest: BTreeMap<&'static str, u64>,
+    /// Ticks written without an optional input that skipped their frame, by input name.
+    gaps: BTreeMap<&'static str, u64>,
 }
 
 impl Recording {
     fn new(episode: u64) -> Self {
-        Recording { episode, start: None, writer: None, parts: BTreeMap::new(), next_frame: 0, end: None }
+        Recording {
+            episode,
+            start: None,
+            writer: None,
+            parts: BTreeMap::new(),
+            next_frame: 0,
+            end: None,
+            newest: BTreeMap::new(),
+            gaps: BTreeMap::new(),
+        }
     }
 }
 
@@ -137,8 +178,11 @@ impl Recorder {
     fn flush(&mut self, episode: u64) -> eyre::Result<()> {
         let Some(rec) = self.active.get_mut(&episode) else { return Ok(()) };
         let Some(start) = rec.start.clone() else { return Ok(()) };
-        while rec.parts.get(&rec.next_frame).is_some_and(|p| p.complete(&self.connected)) {
+        while rec.parts.get(&rec.next_frame).is_some_and(|p| p.ready(rec.next_frame, &self.connected, &rec.newest)) {
             let parts = rec.parts.remove(&rec.next_frame).expect("checked above");
+            for name in parts.missing_optional(&self.connected) {
+                *rec.gaps.entry(name).or_default() += 1;
+            }
             if rec.writer.is_none() {
                 let image = parts.image.as_ref().expect("complete tick");
                 let info = episode_info(rec.episode, &start, image, self.control_hz)?;
@@ -156,13 +200,40 @@ impl Recorder {
         match rec.writer {
             Some(writer) => {
                 let path = writer.finish(success)?;
-                println!("recorder: wrote {} ({} ticks, success: {success})", path.display(), rec.next_frame);
+                let gaps: Vec<String> = rec.gaps.iter().map(|(name, n)| format!("{n} without {name}")).collect();
+                let gaps = if gaps.is_empty() { String::new() } else { format!("; {} (skipped upstream, null)", gaps.join(", ")) };
+                println!("recorder: wrote {} ({} ticks, success: {success}{gaps})", path.display(), rec.next_frame);
                 self.written += 1;
                 self.succeeded += success as u32;
             }
             None => eprintln!("recorder: episode {episode} ended with no complete tick; nothing written"),
         }
         Ok(())
+    }
+}
+
+impl Recorder {
+    /// Takes one input (`Err`: an episode event) and writes what it completes.
+    fn receive(&mut self, h: Header, part: Result<Part, EpisodeEvent>) -> eyre::Result<()> {
+        if self.closed.contains(&h.episode) {
+            return Ok(());
+        }
+        let r = self.active.entry(h.episode).or_insert_with(|| Recording::new(h.episode));
+        match part {
+            Err(start @ EpisodeEvent::Start { .. }) => r.start = Some(start),
+            Err(EpisodeEvent::End { success, ticks }) => r.end = Some((success, ticks)),
+            Ok(part) if h.frame >= r.next_frame => {
+                if let Some(name) = part.optional_input() {
+                    let newest = r.newest.entry(name).or_insert(h.frame);
+                    *newest = (*newest).max(h.frame);
+                }
+                let parts = r.parts.entry(h.frame).or_default();
+                parts.timestamp_ns = h.timestamp_ns;
+                parts.set(part);
+            }
+            Ok(_) => {}
+        }
+        self.flush(h.episode)
     }
 }
 
@@ -196,22 +267,7 @@ fn main() -> eyre::Result<()> {
             let (h, part) = decode_part(id.as_str(), &metadata, &data)?;
             (h, Ok(part))
         };
-        if rec.closed.contains(&h.episode) {
-            continue;
-        }
-        let r = rec.active.entry(h.episode).or_insert_with(|| Recording::new(h.episode));
-        match part {
-            Err(start @ EpisodeEvent::Start { .. }) => r.start = Some(start),
-            Err(EpisodeEvent::End { success, ticks }) => r.end = Some((success, ticks)),
-            Ok(part) if h.frame >= r.next_frame => {
-                let parts = r.parts.entry(h.frame).or_default();
-                parts.timestamp_ns = h.timestamp_ns;
-                parts.set(part);
-            }
-            Ok(_) => {}
-        }
-        let episode = h.episode;
-        rec.flush(episode)?;
+        rec.receive(h, part)?;
         for (input, n) in events.drain_drop_counts() {
             eprintln!("recorder: dora dropped {n} `{input}` messages; give the input a deeper queue_size or queue_policy: backpressure");
         }
@@ -224,4 +280,60 @@ fn main() -> eyre::Result<()> {
     }
     println!("recorder: {} episodes in {}, {} succeeded", rec.written, rec.out_dir.display(), rec.succeeded);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use glue::msg::ObjectInfo;
+    use glue::recording::{list_episodes, read_episode};
+
+    fn header(frame: u64) -> Header {
+        Header { episode: 0, frame, timestamp_ns: 1_000 + frame }
+    }
+
+    fn required(frame: u64) -> [Part; 3] {
+        let state = RobotState { joints: [0.0; 7], gripper: 0.04, ee_position: [0.4, 0.0, 0.3], ee_orientation: [0.0, 0.0, 0.0, 1.0] };
+        let action = Action { position: [0.4, 0.0, 0.3 + frame as f32 * 0.01], orientation: [0.0, 0.0, 0.0, 1.0], gripper: 0.04 };
+        [Part::Image(Image { width: 2, height: 2, data: vec![frame as u8; 12] }), Part::RobotState(state), Part::Action(action)]
+    }
+
+    fn keypoints(frame: u64) -> Part {
+        Part::Keypoints(Keypoints { points: vec![[frame as f32, 1.0, 1.0]] })
+    }
+
+    /// Frames 0-3 with the tracker's keypoints for frame 1 dropped upstream: the episode is written whole once
+    /// frame 2's keypoints show frame 1's will not come, tick 1 without keypoints, the others with theirs; a tick
+    /// whose keypoints are merely late (no later frame seen yet) waits for them.
+    #[test]
+    fn an_optional_input_that_skipped_a_frame_leaves_that_tick_null_and_the_episode_whole() {
+        let out_dir = std::env::temp_dir().join(format!("glue-recorder-gaps-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&out_dir);
+        std::fs::create_dir_all(&out_dir).unwrap();
+        let connected = Connected { segmentation: false, oracle_tracks: false, keypoints: true, object_poses: false };
+        let mut rec = Recorder { out_dir: out_dir.clone(), control_hz: 10.0, connected, active: BTreeMap::new(), closed: BTreeSet::new(), written: 0, succeeded: 0 };
+        let objects = vec![ObjectInfo { name: "red button".into(), instance: 3 }];
+        let start = EpisodeEvent::Start { task: "push-button".into(), text_query: vec!["red button".into()], seed: 7, variant: "none".into(), strength: 0.0, objects };
+        rec.receive(header(0), Err(start)).unwrap();
+        for frame in 0..4 {
+            for part in required(frame) {
+                rec.receive(header(frame), Ok(part)).unwrap();
+            }
+        }
+        rec.receive(header(0), Ok(keypoints(0))).unwrap();
+        rec.receive(header(0), Err(EpisodeEvent::End { success: true, ticks: 4 })).unwrap();
+        assert_eq!(rec.active[&0].next_frame, 1, "tick 1 waits for keypoints that may still come");
+        rec.receive(header(2), Ok(keypoints(2))).unwrap();
+        assert_eq!(rec.active[&0].next_frame, 3, "frame 2's keypoints show frame 1's were skipped");
+        rec.receive(header(3), Ok(keypoints(3))).unwrap();
+        assert!(rec.active.is_empty() && rec.written == 1 && rec.succeeded == 1);
+
+        let files = list_episodes(&out_dir).unwrap();
+        assert_eq!(files.len(), 1);
+        let episode = read_episode(&files[0]).unwrap();
+        let got: Vec<Option<f32>> = episode.ticks.iter().map(|t| t.keypoints.as_ref().map(|k| k.points[0][0])).collect();
+        assert_eq!(got, [Some(0.0), None, Some(2.0), Some(3.0)]);
+        assert_eq!(episode.ticks.iter().map(|t| t.image[0]).collect::<Vec<_>>(), [0, 1, 2, 3], "every frame's image, in order");
+        std::fs::remove_dir_all(&out_dir).unwrap();
+    }
 }

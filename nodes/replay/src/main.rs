@@ -6,7 +6,8 @@
 //!
 //! Episodes are numbered in stream order (files recorded separately may all be episode 0).
 //! Settings: `RECORDINGS` (an episode file or a directory of `*.arrow`, default `recordings`), `SPEED` (default 1;
-//! 0 streams as fast as possible), `LINGER_MS` (see `dora_bridge::linger`).
+//! 0 streams as fast as possible), `LINGER_MS` (see `dora_bridge::linger`). Each episode's line on stdout gives the
+//! time it took to stream.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -69,8 +70,10 @@ fn main() -> eyre::Result<()> {
             break;
         }
         let episode = read_episode(file)?;
-        println!("replay: {} ({} ticks, success: {})", file.display(), episode.ticks.len(), episode.success);
+        let started = Instant::now();
         stream(&mut node, index as u64, &episode, speed)?;
+        let (ticks, secs) = (episode.ticks.len(), started.elapsed().as_secs_f64());
+        println!("replay: {} ({ticks} ticks, success: {}) streamed in {secs:.3} s", file.display(), episode.success);
     }
     linger(&mut events)
 }

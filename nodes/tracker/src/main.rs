@@ -90,5 +90,8 @@ fn main() -> eyre::Result<()> {
         }
     }
     eprintln!("tracker: {}", latency.summary());
+    for (input, n) in events.drain_drop_counts() {
+        eprintln!("tracker: dora dropped {n} `{input}` messages (those frames have no keypoints); give the input a deeper queue_size or queue_policy: backpressure");
+    }
     Ok(())
 }
