@@ -40,13 +40,29 @@ def read_episode(path):
     return table, queries, instances
 
 
-def first_segmentation(path, table):
-    """Tick 0's instance ids as a height x width image (the episode's metadata)."""
-    cell = table.column("segmentation")[0].as_py()
+def tick_segmentation(path, table, tick=0):
+    """Tick `tick`'s instance ids as a height x width image (the episode's metadata)."""
+    cell = table.column("segmentation")[tick].as_py()
     height, width = int(table.schema.metadata[b"height"]), int(table.schema.metadata[b"width"])
     if cell is None or len(cell) != height * width:
-        sys.exit(f"{path}: tick 0's segmentation is not {height}x{width} uint8 instance ids (column segmentation)")
+        sys.exit(f"{path}: tick {tick}'s segmentation is not {height}x{width} uint8 instance ids (column segmentation)")
     return np.frombuffer(cell, dtype=np.uint8).reshape(height, width)
+
+
+def one_task(episodes):
+    """`episodes` (seed -> {object name: ...}) unchanged; exits when they query different objects."""
+    if len({tuple(objs) for objs in episodes.values()}) > 1:
+        sys.exit("the episodes query different objects: pass episodes of one task")
+    return episodes
+
+
+def eval_outcomes(path):
+    """[(seed, success)] of an eval.json's per_episode list; exits naming the file when it cannot be read."""
+    try:
+        with open(path) as f:
+            return [(e["seed"], bool(e["success"])) for e in json.load(f)["per_episode"]]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        sys.exit(f"{path}: not a readable eval.json with a per_episode list of {{seed, success}} ({e!r})")
 
 
 def query_pixels(path):
@@ -54,7 +70,7 @@ def query_pixels(path):
     boolean mask}) for the episode's text-query objects."""
     table, queries, instances = read_episode(path)
     meta = table.schema.metadata
-    first = first_segmentation(path, table)
+    first = tick_segmentation(path, table)
     counts = {q: [] for q in queries}
     for tick, cell in enumerate(table.column("segmentation").to_pylist()):
         if cell is None:
@@ -69,7 +85,7 @@ def query_pixels(path):
 def first_frame_masks(path):
     """(seed, {object name: tick 0's boolean mask}) for the episode's text-query objects."""
     table, queries, instances = read_episode(path)
-    seg = first_segmentation(path, table)
+    seg = tick_segmentation(path, table)
     return int(table.schema.metadata[b"seed"]), {q: seg == instances[q] for q in queries}
 
 
@@ -109,9 +125,7 @@ def main():
     parser.add_argument("--unoccluded", nargs="*", default=[], help="episodes of the same seeds without the variant")
     args = parser.parse_args()
     episodes = [query_pixels(p) for p in args.episodes]
-    pixels = {seed: px for seed, px, _ in episodes}
-    if len({tuple(objs) for objs in pixels.values()}) > 1:
-        sys.exit("the episodes query different objects: pass episodes of one task")
+    pixels = one_task({seed: px for seed, px, _ in episodes})
     print("seed | " + " | ".join(next(iter(pixels.values()))) + " (first-frame pixels / most on any tick)")
     for seed in sorted(pixels):
         print(f"{seed} | " + " | ".join(f"{first} / {most}" for first, most in pixels[seed].values()))
@@ -125,12 +139,7 @@ def main():
         return
     tally = {True: [0, 0], False: [0, 0]}  # hidden -> [successes, episodes]
     for path in args.eval:
-        try:
-            with open(path) as f:
-                episodes = [(e["seed"], bool(e["success"])) for e in json.load(f)["per_episode"]]
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            sys.exit(f"{path}: not a readable eval.json with a per_episode list of {{seed, success}} ({e!r})")
-        for seed, success in episodes:
+        for seed, success in eval_outcomes(path):
             if seed in pixels:
                 cell = tally[seed in hidden]
                 cell[0] += int(success)

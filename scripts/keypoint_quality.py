@@ -19,12 +19,11 @@ segmentation it lies on (keypoints are placed inside the grounded masks). Per ob
 """
 
 import argparse
-import json
 import sys
 
 import numpy as np
 
-from first_frame_visibility import read_episode
+from first_frame_visibility import eval_outcomes, tick_segmentation, one_task, read_episode
 
 
 def keypoint_rows(path, table):
@@ -43,48 +42,42 @@ def episode_quality(path):
     the counts of keypoint-ticks, visible ones and visible ones on the object's own segmentation, and each
     tick's visible share."""
     table, queries, instances = read_episode(path)
-    meta = table.schema.metadata
-    height, width = int(meta[b"height"]), int(meta[b"width"])
     keypoints = keypoint_rows(path, table)
-    segs = table.column("segmentation").to_pylist()
 
     def seg_at(tick, points):
-        cell = segs[tick]
-        if cell is None or len(cell) != height * width:
-            sys.exit(f"{path}: tick {tick}'s segmentation is not {height}x{width} uint8 (column segmentation)")
-        seg = np.frombuffer(cell, dtype=np.uint8).reshape(height, width)
-        xs = np.clip(np.floor(points[:, 0]).astype(int), 0, width - 1)
-        ys = np.clip(np.floor(points[:, 1]).astype(int), 0, height - 1)
+        seg = tick_segmentation(path, table, tick)
+        xs = np.clip(np.floor(points[:, 0]).astype(int), 0, seg.shape[1] - 1)
+        ys = np.clip(np.floor(points[:, 1]).astype(int), 0, seg.shape[0] - 1)
         return seg[ys, xs]
 
     owner = seg_at(0, keypoints[0])
-    objects = {}
-    for q in queries:
-        mine = owner == instances[q]
-        index = np.nonzero(mine)[0]
-        visible = on_object = 0
-        per_tick = []
-        for tick in range(1, len(keypoints)):
-            points = keypoints[tick][mine]
-            seen = points[:, 2] > 0.5
-            visible += int(seen.sum())
-            on_object += int((seen & (seg_at(tick, points) == instances[q])).sum())
-            per_tick.append(seen.mean() if len(seen) else np.nan)
-        objects[q] = {
-            "first": np.column_stack([index, keypoints[0][mine][:, :2]]),
-            "ticks": int(mine.sum()) * (len(keypoints) - 1),
-            "visible": visible,
-            "on_object": on_object,
-            "per_tick": np.array(per_tick),
+    mine = {q: owner == instances[q] for q in queries}
+    visible = {q: 0 for q in queries}
+    on_object = {q: 0 for q in queries}
+    per_tick = {q: [] for q in queries}
+    for tick in range(1, len(keypoints)):
+        points = keypoints[tick]
+        seen = points[:, 2] > 0.5
+        under = seg_at(tick, points)
+        for q in queries:
+            visible[q] += int(seen[mine[q]].sum())
+            on_object[q] += int((seen & (under == instances[q]))[mine[q]].sum())
+            per_tick[q].append(seen[mine[q]].mean() if mine[q].any() else np.nan)
+    objects = {
+        q: {
+            "first": np.column_stack([np.nonzero(mine[q])[0], keypoints[0][mine[q]][:, :2]]),
+            "ticks": int(mine[q].sum()) * (len(keypoints) - 1),
+            "visible": visible[q],
+            "on_object": on_object[q],
+            "per_tick": np.array(per_tick[q]),
         }
-    return int(meta[b"seed"]), objects
+        for q in queries
+    }
+    return int(table.schema.metadata[b"seed"]), objects
 
 
 def load(paths):
-    episodes = dict(episode_quality(p) for p in paths)
-    if len({tuple(objs) for objs in episodes.values()}) > 1:
-        sys.exit("the episodes query different objects: pass episodes of one task")
-    return episodes
+    return one_task(dict(episode_quality(p) for p in paths))
 
 
 def share_of(cell):
@@ -136,11 +129,7 @@ def print_first_frame(variant, base):
 
 
 def print_by_outcome(episodes, path):
-    try:
-        with open(path) as f:
-            outcome = {e["seed"]: bool(e["success"]) for e in json.load(f)["per_episode"]}
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        sys.exit(f"{path}: not a readable eval.json with a per_episode list of {{seed, success}} ({e!r})")
+    outcome = dict(eval_outcomes(path))
     for success in (True, False):
         cells = [objs for seed, objs in episodes.items() if outcome.get(seed) is success]
         means = [f"{q} {np.mean([share_of(objs[q]) for objs in cells]):.2f}" for q in next(iter(episodes.values()))]
