@@ -333,6 +333,53 @@ impl Grounder for OracleGrounder {
     }
 }
 
+/// Operator-drawn boxes, one per text query in query order, as the masks of eq. (1): the stand-in on the real
+/// robot until the open-vocabulary detector + segmenter implement [`Grounder`] (the `grounding` node's `BOXES`
+/// setting). The operator reads the boxes off a camera frame of the set-up scene; each mask is its whole box, so
+/// K-means may put keypoints on background inside it: draw boxes tight.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BoxGrounder {
+    /// `[x0, y0, x1, y1]` in pixels, x0 < x1 and y0 < y1, one per query.
+    boxes: Vec<[u32; 4]>,
+}
+
+impl BoxGrounder {
+    /// Parses `x0,y0,x1,y1;x0,y0,x1,y1;...` (pixels, one box per text query).
+    pub fn parse(text: &str) -> eyre::Result<Self> {
+        let boxes = text
+            .split(';')
+            .map(|b| {
+                let v: Vec<u32> = b.split(',').map(|s| s.trim().parse::<u32>()).collect::<Result<_, _>>().map_err(|e| {
+                    eyre!("boxes: `{b}`: expected x0,y0,x1,y1 as whole pixels ({e}); boxes are separated by `;`")
+                })?;
+                let [x0, y0, x1, y1] = v[..] else { bail!("boxes: `{b}`: expected 4 numbers x0,y0,x1,y1, got {}", v.len()) };
+                ensure!(x0 < x1 && y0 < y1, "boxes: `{b}`: expected x0 < x1 and y0 < y1");
+                Ok([x0, y0, x1, y1])
+            })
+            .collect::<eyre::Result<_>>()?;
+        Ok(Self { boxes })
+    }
+}
+
+impl Grounder for BoxGrounder {
+    fn ground(&self, image: &RgbImage, queries: &[String]) -> eyre::Result<Vec<Mask>> {
+        ensure!(
+            queries.len() == self.boxes.len(),
+            "box grounder: {} text queries ({queries:?}) but {} boxes; give one box per query, in query order",
+            queries.len(),
+            self.boxes.len()
+        );
+        let (w, h) = image.dimensions();
+        self.boxes
+            .iter()
+            .map(|&[x0, y0, x1, y1]| {
+                ensure!(x1 <= w && y1 <= h, "box grounder: box {x0},{y0},{x1},{y1} reaches outside the {w}x{h} image");
+                Ok(Mask::from_fn(w, h, |x, y| (x0..x1).contains(&x) && (y0..y1).contains(&y)))
+            })
+            .collect()
+    }
+}
+
 /// The stitched patch features of one frame (`grid x grid x channels`, `split x split` sub-images of
 /// `grid/split` patches per side) and the frame size, with per-pixel bilinear upsampling on demand (see the
 /// module doc for the convention).
@@ -788,6 +835,24 @@ mod tests {
             ObjectInfo { name: "red button".into(), instance: 4 },
             ObjectInfo { name: "white_block".into(), instance: 5 },
         ]
+    }
+
+    #[test]
+    fn box_grounder_masks_each_query_with_its_box_and_names_bad_input() {
+        let g = BoxGrounder::parse("1,0,3,2; 0,1,1,3").unwrap();
+        let image = RgbImage::new(4, 3);
+        let masks = g.ground(&image, &["red block".into(), "plate".into()]).unwrap();
+        let inside: Vec<Vec<(u32, u32)>> = masks.iter().map(|m| m.pixels().collect()).collect();
+        assert_eq!(inside[0], vec![(1, 0), (2, 0), (1, 1), (2, 1)]);
+        assert_eq!(inside[1], vec![(0, 1), (0, 2)]);
+        let count = g.ground(&image, &["red block".into()]).unwrap_err().to_string();
+        assert!(count.contains("1 text queries") && count.contains("2 boxes"), "{count}");
+        let outside = BoxGrounder::parse("0,0,5,2").unwrap().ground(&image, &["x".into()]).unwrap_err().to_string();
+        assert!(outside.contains("outside the 4x3 image"), "{outside}");
+        for bad in ["1,2,3", "3,0,1,2", "a,0,1,2", ""] {
+            let err = BoxGrounder::parse(bad).unwrap_err().to_string();
+            assert!(err.contains("boxes:"), "{bad}: {err}");
+        }
     }
 
     #[test]

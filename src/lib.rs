@@ -7,7 +7,9 @@
 //! tracking, sec. III-B) scores itself against `sim`'s oracle tracks.
 
 pub mod annotate;
+pub mod arm;
 pub mod bench;
+pub mod camera;
 pub mod collect;
 pub mod compare;
 pub mod curve;

@@ -331,3 +331,66 @@ fn replay_streams_at_the_recorded_timing() {
     assert!(fast < 0.5 * duration, "a {duration:.2} s episode streamed in {fast:.3} s at speed 0");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The real-robot graph (`dataflow.yml`) end to end without a robot: the driver's dry run (the simulator's
+/// kinematics following the servo), a camera whose SOURCE command streams a recorded push-button frame as raw
+/// rgb24, the operator's box for grounding, the shipped push-button checkpoint. The driver's clock runs at 5 Hz
+/// here (10 in the file) to leave a loaded CI machine headroom. Checks: every tick is recorded with its image,
+/// keypoints and a valid action; the arm moved under the policy (the dry-run state is measured, not commanded);
+/// the operator's verdict file ends the episode and is consumed; no action was rejected.
+#[test]
+fn the_real_robot_graph_runs_in_a_dry_run_with_a_streamed_camera_and_the_operators_verdict() {
+    let dir = temp_dir("real");
+    let out = dir.join("recordings");
+    let source = read_episode(&root().join("recordings/push-button-none-seed001000-ep0000.arrow")).unwrap();
+    let frame = dir.join("frame.rgb");
+    std::fs::write(&frame, &source.ticks[0].image).unwrap();
+    let verdict = dir.join("verdict");
+    std::fs::write(&verdict, "failure\n").unwrap();
+    let stream = format!("while :; do cat {}; sleep 0.03; done", frame.display());
+    let (checkpoint, weights) = (shipped(TaskKind::PushButton), root().join("checkpoints/local-vit-small"));
+    let ticks = 12;
+    let file = dataflow(
+        "dataflow.yml",
+        &dir,
+        &[
+            ("franka-driver", "BACKEND", "dry-run"),
+            ("franka-driver", "MAX_TICKS", &ticks.to_string()),
+            ("franka-driver", "CONTROL_HZ", "5"),
+            ("franka-driver", "VERDICT_FILE", verdict.to_str().unwrap()),
+            ("camera", "SOURCE", &stream),
+            ("camera", "SOURCE_WIDTH", &source.info.width.to_string()),
+            ("camera", "SOURCE_HEIGHT", &source.info.height.to_string()),
+            ("grounding", "WEIGHTS", weights.to_str().unwrap()),
+            ("grounding", "BOXES", "90,60,150,120"),
+            ("encoder", "CHECKPOINT", checkpoint.to_str().unwrap()),
+            ("policy", "CHECKPOINT", checkpoint.to_str().unwrap()),
+            ("policy", "CONTROL_HZ", "5"),
+            ("policy", "MAX_LAG_MS", "200"),
+            ("recorder", "OUT_DIR", out.to_str().unwrap()),
+            ("recorder", "CONTROL_HZ", "5"),
+        ],
+    );
+    let log = dora_run(&file);
+    assert!(log.contains("episode 0: success=false ticks=12"), "driver outcome line missing:\n{log}");
+    assert!(log.contains("0 actions rejected"), "{log}");
+    assert!(!verdict.exists(), "the verdict file is consumed");
+    let episodes = recorded(&out);
+    assert_eq!(episodes.len(), 1);
+    let ep = &episodes[0];
+    assert_eq!((ep.info.task.as_str(), ep.success, ep.ticks.len()), ("push-button", false, ticks));
+    assert_eq!(ep.info.text_query, TaskKind::PushButton.text_query());
+    for t in &ep.ticks {
+        assert_eq!(t.image, source.ticks[0].image, "frame {}: the camera's image", t.frame);
+        let kp = t.keypoints.as_ref().expect("tracked keypoints recorded");
+        assert_eq!(kp.points.len(), 15, "frame {}", t.frame);
+        assert!(t.action.to_array().iter().all(|v| v.is_finite()), "frame {}", t.frame);
+    }
+    let first = glam::Vec3::from(ep.ticks[0].robot_state.ee_position);
+    let last = glam::Vec3::from(ep.ticks[ticks - 1].robot_state.ee_position);
+    assert!(first.distance(last) > 0.01, "the dry-run arm did not follow the policy: {first} -> {last}");
+    // Grounding's keypoints come from inside the operator's box.
+    let init = ep.ticks[0].keypoints.as_ref().unwrap();
+    assert!(init.points.iter().all(|p| (90.0..150.0).contains(&p[0]) && (60.0..120.0).contains(&p[1])), "{init:?}");
+    std::fs::remove_dir_all(&dir).ok();
+}

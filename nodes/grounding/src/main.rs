@@ -1,13 +1,14 @@
 //! `grounding` node: once per episode, text query -> object masks -> keypoints (paper sec. III-B, eq. 1).
 //!
-//! Inputs: `episode` (the start event carries the text queries and the task objects), `image` and `segmentation`
-//! (the simulator's instance ids, which the oracle grounder turns into masks; a detector + segmenter would need
-//! only the image). On the first frame of each episode it emits `keypoints_init` (`[k, 3]`, all visible; all
+//! Inputs: `episode` (the start event carries the text queries and the task objects), `image` and, in simulation,
+//! `segmentation` (the simulator's instance ids, which the oracle grounder turns into masks). With `BOXES` set (the
+//! real robot, `glue::keypoints::BoxGrounder`: `x0,y0,x1,y1;...` in pixels, one box per text query, in query
+//! order) the boxes are the masks and no segmentation is read. On the first frame of each episode it emits `keypoints_init` (`[k, 3]`, all visible; all
 //! invisible at the image centre when no queried object is in view) with that frame's header; later frames are
 //! ignored. Settings: `WEIGHTS` (the frozen local encoder, a HF CLIP folder; default `checkpoints/local-vit-small`),
 //! `K` (keypoints, default 15), `SEED` (K-means, default 0), `UNSEEN_AT` (`X,Y` in pixels: where the invisible
 //! keypoints of a first frame without any queried object sit, `glue::annotate::first_frame_keypoints`; empty or unset: the
-//! image centre). At the end of the run it prints its latency per episode (mean, p95).
+//! image centre), `BOXES` (see above; empty or unset: the oracle grounder). At the end of the run it prints its latency per episode (mean, p95).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -15,7 +16,7 @@ use std::time::Instant;
 use dora_bridge::{Input, Latency, decode, env_or, next_input, send};
 use dora_node_api::DoraNode;
 use glue::annotate::{first_frame_keypoints, parse_unseen_at};
-use glue::keypoints::OracleGrounder;
+use glue::keypoints::{BoxGrounder, Grounder, OracleGrounder};
 use glue::msg::{EpisodeEvent, Header, Image, Keypoints, ObjectInfo, Segmentation};
 use glue::vit::GridEncoder;
 
@@ -35,6 +36,10 @@ fn main() -> eyre::Result<()> {
     let unseen_at = match std::env::var("UNSEEN_AT").unwrap_or_default().trim() {
         "" => None,
         at => Some(parse_unseen_at(at).map_err(|e| eyre::eyre!("grounding: UNSEEN_AT: {e}"))?),
+    };
+    let boxes = match std::env::var("BOXES").unwrap_or_default().trim() {
+        "" => None,
+        text => Some(BoxGrounder::parse(text).map_err(|e| eyre::eyre!("grounding: BOXES: {e}"))?),
     };
     let device = burn::tensor::Device::flex();
     let encoder = GridEncoder::load(weights.as_ref(), 2, &device)?;
@@ -72,14 +77,16 @@ fn main() -> eyre::Result<()> {
         if e.done {
             continue;
         }
-        let (Some((queries, objects)), Some((h, image)), Some(seg)) = (&e.start, &e.image, &e.segmentation) else {
-            continue;
+        let (Some((queries, objects)), Some((h, image))) = (&e.start, &e.image) else { continue };
+        let grounder: Box<dyn Grounder> = match (&boxes, &e.segmentation) {
+            (Some(boxes), _) => Box::new(boxes.clone()),
+            (None, Some(seg)) => Box::new(OracleGrounder::new(objects.clone(), seg.width, seg.height, seg.data.clone())?),
+            (None, None) => continue,
         };
         let start = Instant::now();
         let rgb = image::RgbImage::from_raw(image.width, image.height, image.data.clone())
             .ok_or_else(|| eyre::eyre!("grounding: image is not {}x{} rgb8", image.width, image.height))?;
-        let grounder = OracleGrounder::new(objects.clone(), seg.width, seg.height, seg.data.clone())?;
-        let points = first_frame_keypoints(&grounder, &encoder, &rgb, queries, k, seed, unseen_at, &device)
+        let points = first_frame_keypoints(grounder.as_ref(), &encoder, &rgb, queries, k, seed, unseen_at, &device)
             .map_err(|err| eyre::eyre!("grounding: episode {episode}: {err:#}"))?;
         latency.record(start);
         send(&mut node, "keypoints_init", h, &Keypoints { points })?;

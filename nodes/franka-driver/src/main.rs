@@ -1,0 +1,200 @@
+//! `franka-driver` node: the arm's side of the real-robot graph (`dataflow.yml`). It owns the control clock:
+//! every `1 / CONTROL_HZ` s it publishes the measured `robot_state`, which the camera answers with the image of
+//! that tick; the policy's `action`s become targets of the command guard (`glue::arm`: validated, clamped into
+//! the workspace, dropped by a watchdog) and the servo moves the arm toward them within speed limits.
+//!
+//! Per episode: move to `HOME_JOINTS`, open the hand, publish the `episode` start (task and text queries), run
+//! `MAX_TICKS` control ticks, bring the arm to rest, then wait for the operator's verdict in `VERDICT_FILE`
+//! (`success` or `failure`; the file is consumed) and publish the episode's end with it.
+//!
+//! Settings: `BACKEND` (`franka`: the real arm, `franka.rs`; `dry-run`: no robot, `dry_run.rs`), `ROBOT_IP`
+//! (default 172.16.0.2), `REALTIME` (`enforce` | `ignore`), `TASK`, `TEXT_QUERY` (`;`-separated; default the
+//! task's), `EPISODES` (default 1), `MAX_TICKS` (default 300), `CONTROL_HZ` (default 10), `VERDICT_FILE`
+//! (default `out/verdict`), `HOME_JOINTS` (7 joint angles in rad, `,`-separated; default the simulator's home),
+//! `HOME_SPEED` (default 0.2), `GRASP_FORCE` (N, default 20), and the guard's `WORKSPACE`
+//! (`xmin,ymin,zmin,xmax,ymax,zmax` m), `MAX_SPEED` (m/s), `MAX_ACCEL` (m/s²), `MAX_ANGULAR_SPEED` (rad/s),
+//! `WATCHDOG_MS` (defaults: `glue::arm::SafetyConfig::default`).
+//! Inputs: `action` (the policy's). Outputs: `episode`, `robot_state`. A rejected action (bad field, NaN) is
+//! logged with its episode and frame and makes the arm hold; at the end of the run the node prints its tick
+//! latency (mean, p95) and how many actions it rejected and clamped.
+
+mod arm;
+mod dry_run;
+mod franka;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use dora_bridge::{Latency, decode, env_or, linger, send};
+use dora_node_api::{DoraNode, Event, EventStream};
+use glue::arm::{CommandGuard, SafetyConfig};
+use glue::msg::{Action, EpisodeEvent, Header};
+use glue::sim::task::TaskKind;
+
+use arm::{Arm, Shared};
+
+fn safety_config() -> eyre::Result<SafetyConfig> {
+    let default = SafetyConfig::default();
+    let (workspace_min, workspace_max) = match std::env::var("WORKSPACE").unwrap_or_default().trim() {
+        "" => (default.workspace_min, default.workspace_max),
+        text => SafetyConfig::parse_workspace(text)?,
+    };
+    let config = SafetyConfig {
+        workspace_min,
+        workspace_max,
+        max_speed: env_or("MAX_SPEED", default.max_speed)?,
+        max_accel: env_or("MAX_ACCEL", default.max_accel)?,
+        max_angular_speed: env_or("MAX_ANGULAR_SPEED", default.max_angular_speed)?,
+        watchdog_s: env_or("WATCHDOG_MS", default.watchdog_s * 1e3)? / 1e3,
+    };
+    config.check()?;
+    Ok(config)
+}
+
+fn home() -> eyre::Result<[f64; 7]> {
+    match std::env::var("HOME_JOINTS").unwrap_or_default().trim() {
+        "" => Ok(glue::sim::franka::Q_HOME),
+        text => {
+            let v: Vec<f64> = text.split(',').map(|s| s.trim().parse()).collect::<Result<_, _>>()
+                .map_err(|e| eyre::eyre!("HOME_JOINTS={text:?}: expected 7 joint angles in rad ({e})"))?;
+            v.try_into().map_err(|v: Vec<f64>| eyre::eyre!("HOME_JOINTS={text:?}: expected 7 joint angles, got {}", v.len()))
+        }
+    }
+}
+
+fn connect(safety: &SafetyConfig) -> eyre::Result<Box<dyn Arm>> {
+    match std::env::var("BACKEND").unwrap_or_default().as_str() {
+        "dry-run" => Ok(Box::new(dry_run::DryRun::new(safety.clone()))),
+        "franka" => {
+            let realtime = match std::env::var("REALTIME").unwrap_or_else(|_| "enforce".into()).as_str() {
+                "enforce" => ::franka::RealtimeConfig::Enforce,
+                "ignore" => ::franka::RealtimeConfig::Ignore,
+                other => eyre::bail!("REALTIME={other:?}: expected `enforce` or `ignore`"),
+            };
+            let config = franka::FrankaConfig {
+                ip: env_or("ROBOT_IP", "172.16.0.2".to_string())?,
+                realtime,
+                grasp_force: env_or("GRASP_FORCE", 20.0)?,
+                home_speed: env_or("HOME_SPEED", 0.2)?,
+            };
+            Ok(Box::new(franka::Franka::connect(config, safety.clone())?))
+        }
+        other => eyre::bail!("BACKEND={other:?}: expected `franka` (the real arm) or `dry-run` (no robot)"),
+    }
+}
+
+/// Waits for the operator's verdict on `episode` in `path` (`success` or `failure`), consuming the file;
+/// `None` if the dataflow stops first.
+fn verdict(path: &Path, episode: u64, events: &mut EventStream) -> eyre::Result<Option<bool>> {
+    eprintln!("franka-driver: episode {episode} done; the arm holds. Judge it: echo success > {0}  (or: echo failure > {0})", path.display());
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            let outcome = match text.trim() {
+                "success" => true,
+                "failure" => false,
+                other => eyre::bail!("{}: expected `success` or `failure`, got {other:?}", path.display()),
+            };
+            std::fs::remove_file(path).map_err(|e| eyre::eyre!("removing {}: {e}", path.display()))?;
+            return Ok(Some(outcome));
+        }
+        match events.recv_timeout(Duration::from_millis(200)) {
+            Some(Event::Stop(_)) | None => return Ok(None),
+            _ => {}
+        }
+    }
+}
+
+fn main() -> eyre::Result<()> {
+    let task: TaskKind = env_or("TASK", TaskKind::PushButton)?;
+    let text_query: Vec<String> = match std::env::var("TEXT_QUERY").unwrap_or_default().trim() {
+        "" => task.text_query(),
+        text => text.split(';').map(|q| q.trim().to_string()).filter(|q| !q.is_empty()).collect(),
+    };
+    let episodes: u64 = env_or("EPISODES", 1)?;
+    let max_ticks: u64 = env_or("MAX_TICKS", 300)?;
+    let hz: f64 = env_or("CONTROL_HZ", 10.0)?;
+    eyre::ensure!(hz.is_finite() && hz > 0.0, "CONTROL_HZ={hz}: expected a positive rate");
+    let period = Duration::from_secs_f64(1.0 / hz);
+    let verdict_file: PathBuf = env_or("VERDICT_FILE", PathBuf::from("out/verdict"))?;
+    let home = home()?;
+    let safety = safety_config()?;
+    let mut arm = connect(&safety)?;
+    let guard = Arc::new(Mutex::new(CommandGuard::new(safety)?));
+
+    let (mut node, mut events) = DoraNode::init_from_env()?;
+    let (mut latency, mut rejected, mut clamped) = (Latency::default(), 0u64, 0u64);
+    for episode in 0..episodes {
+        arm.home(&home)?;
+        guard.lock().expect("guard lock").hold();
+        let shared = Shared { guard: guard.clone(), clock: Instant::now() };
+        let start = EpisodeEvent::Start {
+            task: task.name().to_string(),
+            text_query: text_query.clone(),
+            seed: episode,
+            variant: "none".into(),
+            strength: 0.0,
+            objects: Vec::new(),
+        };
+        send(&mut node, "episode", &Header { episode, frame: 0, timestamp_ns: 0 }, &start)?;
+        arm.start(shared.clone())?;
+        let (mut frame, mut next_tick) = (0u64, Instant::now());
+        while frame < max_ticks {
+            let now = Instant::now();
+            if now >= next_tick {
+                let tick = Instant::now();
+                let state = arm.state()?;
+                let h = Header { episode, frame, timestamp_ns: shared.clock.elapsed().as_nanos() as u64 };
+                send(&mut node, "robot_state", &h, &state)?;
+                latency.record(tick);
+                frame += 1;
+                // On schedule; a tick that fell more than a period behind is not made up.
+                next_tick += period;
+                if next_tick <= now {
+                    next_tick = now + period;
+                }
+                continue;
+            }
+            match events.recv_timeout(next_tick - now) {
+                Some(Event::Input { id, metadata, data }) if id.as_str() == "action" => match decode::<Action>(&metadata, &data) {
+                    Ok((h, _)) if h.episode != episode => {}
+                    Ok((h, action)) => {
+                        let now_s = shared.clock.elapsed().as_secs_f64();
+                        match guard.lock().expect("guard lock").accept(&action, now_s) {
+                            Ok(t) if t.clamped_by > 1e-3 => {
+                                clamped += 1;
+                                eprintln!("franka-driver: episode {episode} frame {}: target clamped {:.3} m into WORKSPACE", h.frame, t.clamped_by);
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                rejected += 1;
+                                eprintln!("franka-driver: episode {episode} frame {}: rejected action, holding: {e}", h.frame);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        rejected += 1;
+                        guard.lock().expect("guard lock").hold();
+                        eprintln!("franka-driver: episode {episode}: rejected action, holding: {e}");
+                    }
+                },
+                Some(Event::Input { id, .. }) => eyre::bail!("franka-driver: unexpected input `{id}`"),
+                Some(Event::Stop(_)) | None => {
+                    arm.stop()?;
+                    return Ok(());
+                }
+                Some(_) => {}
+            }
+        }
+        guard.lock().expect("guard lock").hold();
+        arm.stop()?;
+        let Some(success) = verdict(&verdict_file, episode, &mut events)? else {
+            return Ok(());
+        };
+        let end = EpisodeEvent::End { success, ticks: frame };
+        send(&mut node, "episode", &Header { episode, frame, timestamp_ns: shared.clock.elapsed().as_nanos() as u64 }, &end)?;
+        println!("franka-driver: episode {episode}: success={success} ticks={frame}");
+    }
+    eprintln!("franka-driver: {} ({rejected} actions rejected, {clamped} clamped)", latency.summary());
+    linger(&mut events)
+}
