@@ -8,7 +8,9 @@
 //! frame; the episode is finalised when its end event has come and all its ticks are written. Dora delivers each
 //! input's messages in order, so an optional input that has delivered a later frame will not deliver this one (it
 //! was dropped upstream, e.g. from a full queue): the tick is written with that column null, and the episode's
-//! summary line counts the gaps, instead of the episode stalling there and staying `.partial`.
+//! summary line counts the gaps, instead of the episode stalling there and staying `.partial`. A tick that lost a
+//! required input the same way (on the real robot: a camera tick with no fresh frame, hence no image and no action)
+//! is not written at all (the recorded frame indices show the hole) and the summary line counts it.
 //! Each run writes into its own folder `OUT_DIR/<dataflow id>` (time-ordered UUIDs), so runs never collide.
 //! Settings: `OUT_DIR` (default `out/recordings`), `CONTROL_HZ` (default 10).
 
@@ -67,16 +69,23 @@ struct Connected {
 }
 
 impl Part {
-    /// The input name of an optional part (`None` for the required ones).
-    fn optional_input(&self) -> Option<&'static str> {
+    /// The input this part arrives on.
+    fn input(&self) -> &'static str {
         match self {
-            Part::Segmentation(_) => Some("segmentation"),
-            Part::OracleTracks(_) => Some("oracle_tracks"),
-            Part::Keypoints(_) => Some("keypoints"),
-            Part::ObjectPoses(_) => Some("object_poses"),
-            Part::Image(_) | Part::RobotState(_) | Part::Action(_) => None,
+            Part::Image(_) => "image",
+            Part::Segmentation(_) => "segmentation",
+            Part::RobotState(_) => "robot_state",
+            Part::Action(_) => "action",
+            Part::OracleTracks(_) => "oracle_tracks",
+            Part::Keypoints(_) => "keypoints",
+            Part::ObjectPoses(_) => "object_poses",
         }
     }
+}
+
+/// Whether input `name` has delivered a frame after `frame`: dora keeps each input in order, so it skipped `frame`.
+fn skipped(name: &str, frame: u64, newest: &BTreeMap<&'static str, u64>) -> bool {
+    newest.get(name).is_some_and(|&f| f > frame)
 }
 
 impl Parts {
@@ -105,13 +114,23 @@ impl Parts {
         .collect()
     }
 
+    /// The required inputs this tick lacks, by input name.
+    fn missing_required(&self) -> Vec<&'static str> {
+        [("image", self.image.is_none()), ("robot_state", self.robot_state.is_none()), ("action", self.action.is_none())]
+            .into_iter()
+            .filter_map(|(name, missing)| missing.then_some(name))
+            .collect()
+    }
+
     /// Whether the tick of `frame` can be written: the required inputs are here, and each connected optional input
     /// either is too or has already delivered a later frame (`newest`), so it skipped this one.
     fn ready(&self, frame: u64, c: &Connected, newest: &BTreeMap<&'static str, u64>) -> bool {
-        self.image.is_some()
-            && self.robot_state.is_some()
-            && self.action.is_some()
-            && self.missing_optional(c).iter().all(|name| newest.get(name).is_some_and(|&f| f > frame))
+        self.missing_required().is_empty() && self.missing_optional(c).iter().all(|name| skipped(name, frame, newest))
+    }
+
+    /// A required input this tick lacks and will never get (it has delivered a later frame): the tick is lost.
+    fn lost_input(&self, frame: u64, newest: &BTreeMap<&'static str, u64>) -> Option<&'static str> {
+        self.missing_required().into_iter().find(|name| skipped(name, frame, newest))
     }
 
     fn into_tick(self, frame: u64) -> Tick {
@@ -138,10 +157,12 @@ struct Recording {
     parts: BTreeMap<u64, Parts>,
     next_frame: u64,
     end: Option<(bool, u64)>,
-    /// The newest frame each optional input has delivered.
+    /// The newest frame each input has delivered.
     newest: BTreeMap<&'static str, u64>,
     /// Ticks written without an optional input that skipped their frame, by input name.
     gaps: BTreeMap<&'static str, u64>,
+    /// Ticks not written because a required input skipped their frame, by the first such input's name.
+    lost: BTreeMap<&'static str, u64>,
 }
 
 impl Recording {
@@ -155,6 +176,7 @@ impl Recording {
             end: None,
             newest: BTreeMap::new(),
             gaps: BTreeMap::new(),
+            lost: BTreeMap::new(),
         }
     }
 }
@@ -178,7 +200,14 @@ impl Recorder {
     fn flush(&mut self, episode: u64) -> eyre::Result<()> {
         let Some(rec) = self.active.get_mut(&episode) else { return Ok(()) };
         let Some(start) = rec.start.clone() else { return Ok(()) };
-        while rec.parts.get(&rec.next_frame).is_some_and(|p| p.ready(rec.next_frame, &self.connected, &rec.newest)) {
+        while let Some(parts) = rec.parts.get(&rec.next_frame) {
+            if !parts.ready(rec.next_frame, &self.connected, &rec.newest) {
+                let Some(name) = parts.lost_input(rec.next_frame, &rec.newest) else { break };
+                rec.parts.remove(&rec.next_frame);
+                *rec.lost.entry(name).or_default() += 1;
+                rec.next_frame += 1;
+                continue;
+            }
             let parts = rec.parts.remove(&rec.next_frame).expect("checked above");
             for name in parts.missing_optional(&self.connected) {
                 *rec.gaps.entry(name).or_default() += 1;
@@ -202,7 +231,10 @@ impl Recorder {
                 let path = writer.finish(success)?;
                 let gaps: Vec<String> = rec.gaps.iter().map(|(name, n)| format!("{n} without {name}")).collect();
                 let gaps = if gaps.is_empty() { String::new() } else { format!("; {} (skipped upstream, null)", gaps.join(", ")) };
-                println!("recorder: wrote {} ({} ticks, success: {success}{gaps})", path.display(), rec.next_frame);
+                let lost: Vec<String> = rec.lost.iter().map(|(name, n)| format!("{n} without {name}")).collect();
+                let lost = if lost.is_empty() { String::new() } else { format!("; {} ticks not written: {}", rec.lost.values().sum::<u64>(), lost.join(", ")) };
+                let written = rec.next_frame - rec.lost.values().sum::<u64>();
+                println!("recorder: wrote {} ({written} ticks, success: {success}{gaps}{lost})", path.display());
                 self.written += 1;
                 self.succeeded += success as u32;
             }
@@ -223,10 +255,8 @@ impl Recorder {
             Err(start @ EpisodeEvent::Start { .. }) => r.start = Some(start),
             Err(EpisodeEvent::End { success, ticks }) => r.end = Some((success, ticks)),
             Ok(part) if h.frame >= r.next_frame => {
-                if let Some(name) = part.optional_input() {
-                    let newest = r.newest.entry(name).or_insert(h.frame);
-                    *newest = (*newest).max(h.frame);
-                }
+                let newest = r.newest.entry(part.input()).or_insert(h.frame);
+                *newest = (*newest).max(h.frame);
                 let parts = r.parts.entry(h.frame).or_default();
                 parts.timestamp_ns = h.timestamp_ns;
                 parts.set(part);
@@ -334,6 +364,41 @@ mod tests {
         let got: Vec<Option<f32>> = episode.ticks.iter().map(|t| t.keypoints.as_ref().map(|k| k.points[0][0])).collect();
         assert_eq!(got, [Some(0.0), None, Some(2.0), Some(3.0)]);
         assert_eq!(episode.ticks.iter().map(|t| t.image[0]).collect::<Vec<_>>(), [0, 1, 2, 3], "every frame's image, in order");
+        std::fs::remove_dir_all(&out_dir).unwrap();
+    }
+
+    /// The real robot's camera skipped frame 1's image: tick 1 waits while no later image has come (it may be late),
+    /// and is dropped once frame 2's image shows it will not; the episode is written with frames 0, 2 and 3.
+    #[test]
+    fn a_tick_that_lost_a_required_input_upstream_is_left_out_and_the_episode_written() {
+        let out_dir = std::env::temp_dir().join(format!("glue-recorder-lost-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&out_dir);
+        std::fs::create_dir_all(&out_dir).unwrap();
+        let connected = Connected { segmentation: false, oracle_tracks: false, keypoints: false, object_poses: false };
+        let mut rec = Recorder { out_dir: out_dir.clone(), control_hz: 10.0, connected, active: BTreeMap::new(), closed: BTreeSet::new(), written: 0, succeeded: 0 };
+        let start = EpisodeEvent::Start { task: "push-button".into(), text_query: vec!["red button".into()], seed: 0, variant: "none".into(), strength: 0.0, objects: vec![] };
+        rec.receive(header(0), Err(start)).unwrap();
+        let [image2, ..] = required(2);
+        for frame in 0..3 {
+            for part in required(frame) {
+                if frame >= 1 && matches!(part, Part::Image(_)) {
+                    continue;
+                }
+                rec.receive(header(frame), Ok(part)).unwrap();
+            }
+        }
+        assert_eq!(rec.active[&0].next_frame, 1, "tick 1 waits: no later image has come, so its image may be late");
+        rec.receive(header(2), Ok(image2)).unwrap();
+        assert_eq!(rec.active[&0].next_frame, 3, "frame 2's image shows frame 1's was skipped: tick 1 dropped, tick 2 written");
+        for part in required(3) {
+            rec.receive(header(3), Ok(part)).unwrap();
+        }
+        rec.receive(header(3), Err(EpisodeEvent::End { success: false, ticks: 4 })).unwrap();
+        assert!(rec.active.is_empty() && rec.written == 1);
+        let files = list_episodes(&out_dir).unwrap();
+        let episode = read_episode(&files[0]).unwrap();
+        assert_eq!(episode.ticks.iter().map(|t| t.frame).collect::<Vec<_>>(), [0, 2, 3], "frame indices show the hole");
+        assert_eq!(episode.ticks.iter().map(|t| t.image[0]).collect::<Vec<_>>(), [0, 2, 3]);
         std::fs::remove_dir_all(&out_dir).unwrap();
     }
 }
