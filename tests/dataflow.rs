@@ -358,6 +358,8 @@ fn the_real_robot_graph_runs_in_a_dry_run_with_a_streamed_camera_and_the_operato
             ("franka-driver", "MAX_TICKS", &ticks.to_string()),
             ("franka-driver", "CONTROL_HZ", "5"),
             ("franka-driver", "VERDICT_FILE", verdict.to_str().unwrap()),
+            // Tests run several graphs at once on two cores; the age bound is the driver's, not under test here.
+            ("franka-driver", "MAX_ACTION_AGE_MS", "10000"),
             ("camera", "SOURCE", &stream),
             ("camera", "SOURCE_WIDTH", &source.info.width.to_string()),
             ("camera", "SOURCE_HEIGHT", &source.info.height.to_string()),

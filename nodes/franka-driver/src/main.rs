@@ -13,10 +13,11 @@
 //! (default `out/verdict`), `HOME_JOINTS` (7 joint angles in rad, `,`-separated; default the simulator's home),
 //! `HOME_SPEED` (default 0.2), `GRASP_FORCE` (N, default 20), and the guard's `WORKSPACE`
 //! (`xmin,ymin,zmin,xmax,ymax,zmax` m), `MAX_SPEED` (m/s), `MAX_ACCEL` (m/s²), `MAX_ANGULAR_SPEED` (rad/s),
-//! `WATCHDOG_MS` (defaults: `glue::arm::SafetyConfig::default`).
+//! `WATCHDOG_MS` (defaults: `glue::arm::SafetyConfig::default`), `MAX_ACTION_AGE_MS` (an action answering a tick
+//! older than this is not followed: the loop has fallen behind the arm; default 300).
 //! Inputs: `action` (the policy's). Outputs: `episode`, `robot_state`. A rejected action (bad field, NaN) is
 //! logged with its episode and frame and makes the arm hold; at the end of the run the node prints its tick
-//! latency (mean, p95) and how many actions it rejected and clamped.
+//! latency (mean, p95) and how many actions it rejected, clamped and found too old.
 
 mod arm;
 mod dry_run;
@@ -116,6 +117,7 @@ fn main() -> eyre::Result<()> {
     let hz: f64 = env_or("CONTROL_HZ", 10.0)?;
     eyre::ensure!(hz.is_finite() && hz > 0.0, "CONTROL_HZ={hz}: expected a positive rate");
     let period = Duration::from_secs_f64(1.0 / hz);
+    let max_age_ns: u64 = env_or::<u64>("MAX_ACTION_AGE_MS", 300)? * 1_000_000;
     let verdict_file: PathBuf = env_or("VERDICT_FILE", PathBuf::from("out/verdict"))?;
     let home = home()?;
     let safety = safety_config()?;
@@ -123,7 +125,7 @@ fn main() -> eyre::Result<()> {
     let guard = Arc::new(Mutex::new(CommandGuard::new(safety)?));
 
     let (mut node, mut events) = DoraNode::init_from_env()?;
-    let (mut latency, mut rejected, mut clamped) = (Latency::default(), 0u64, 0u64);
+    let (mut latency, mut rejected, mut clamped, mut too_old) = (Latency::default(), 0u64, 0u64, 0u64);
     for episode in 0..episodes {
         arm.home(&home)?;
         guard.lock().expect("guard lock").hold();
@@ -158,6 +160,11 @@ fn main() -> eyre::Result<()> {
             match events.recv_timeout(next_tick - now) {
                 Some(Event::Input { id, metadata, data }) if id.as_str() == "action" => match decode::<Action>(&metadata, &data) {
                     Ok((h, _)) if h.episode != episode => {}
+                    Ok((h, _)) if shared.clock.elapsed().as_nanos() as u64 > h.timestamp_ns + max_age_ns => {
+                        too_old += 1;
+                        let age = shared.clock.elapsed().as_nanos() as u64 - h.timestamp_ns;
+                        eprintln!("franka-driver: episode {episode} frame {}: action {} ms after its tick (MAX_ACTION_AGE_MS), not followed", h.frame, age / 1_000_000);
+                    }
                     Ok((h, action)) => {
                         let now_s = shared.clock.elapsed().as_secs_f64();
                         match guard.lock().expect("guard lock").accept(&action, now_s) {
@@ -195,6 +202,6 @@ fn main() -> eyre::Result<()> {
         send(&mut node, "episode", &Header { episode, frame, timestamp_ns: shared.clock.elapsed().as_nanos() as u64 }, &end)?;
         println!("franka-driver: episode {episode}: success={success} ticks={frame}");
     }
-    eprintln!("franka-driver: {} ({rejected} actions rejected, {clamped} clamped)", latency.summary());
+    eprintln!("franka-driver: {} ({rejected} actions rejected, {clamped} clamped, {too_old} too old)", latency.summary());
     linger(&mut events)
 }
