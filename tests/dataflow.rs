@@ -396,3 +396,22 @@ fn the_real_robot_graph_runs_in_a_dry_run_with_a_streamed_camera_and_the_operato
     assert!(init.points.iter().all(|p| (90.0..150.0).contains(&p[0]) && (60.0..120.0).contains(&p[1])), "{init:?}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `scripts/dry_run_real_graph.sh`, the README's no-robot run of `dataflow.yml`, still runs against the graph
+/// file (it rewrites settings it names and fails when one is gone) and reports every node.
+#[test]
+fn the_dry_run_script_runs_the_real_graph_and_reports_every_node() {
+    let dir = temp_dir("dry-run-script");
+    let out = Command::new(root().join("scripts/dry_run_real_graph.sh"))
+        .env("OUT", dir.join("run"))
+        .env("TICKS", "5")
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    for node in ["franka-driver: 5 ticks", "camera: 5 ticks", "grounding: 1 episodes", "tracker: 5 ticks", "encoder: 5 ticks", "policy: 5 ticks"] {
+        assert!(text.contains(node), "`{node}` missing:\n{text}");
+    }
+    assert!(text.contains("episode 0: success=false ticks=5") && text.contains("ticks: 5 (0.5 s at 10 Hz)"), "{text}");
+    std::fs::remove_dir_all(&dir).ok();
+}
