@@ -844,6 +844,12 @@ fn run(cli: Cli) -> eyre::Result<bool> {
 }
 
 fn main() -> ExitCode {
+    // Like other command-line tools, end quietly when the reader of stdout goes away (`glue inspect ... | head`):
+    // Rust ignores SIGPIPE, so every println! after that would panic instead.
+    // SAFETY: restoring the default disposition of one signal before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     match run(Cli::parse()) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,

@@ -607,3 +607,24 @@ fn bad_cli_input_is_rejected() {
     let err = record(&["--task", "stack-block", "--noise", "0.01", "--noise-correlation", "0"]);
     assert!(err.contains("--noise-correlation") && err.contains("positive"), "{err}");
 }
+
+/// `glue inspect FILES | head -1`: when the reader of stdout goes away, glue ends quietly by SIGPIPE, as other
+/// command-line tools do, instead of panicking on the next print.
+#[test]
+fn a_closed_stdout_ends_glue_quietly() {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    let files: Vec<PathBuf> = fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("recordings"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    // 600 summaries, about 330 kB: more than a pipe buffers, so glue is still printing when the pipe closes.
+    let many: Vec<&PathBuf> = files.iter().cycle().take(200 * files.len()).collect();
+    let mut child = Command::new(GLUE).arg("inspect").args(&many).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut first = [0u8; 16];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap(); // read a little, then close the pipe
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(out.status.success() || out.status.signal() == Some(13), "{:?}: {stderr}", out.status);
+}
