@@ -109,10 +109,6 @@ impl CommandGuard {
         Ok(Self { config, latest: None })
     }
 
-    pub fn config(&self) -> &SafetyConfig {
-        &self.config
-    }
-
     /// Validates `action` (finite, unit quaternion, gripper in range: the [`Action`] contract), clamps its position
     /// into the workspace and makes it the target from time `now_s`. An invalid action is refused with the field
     /// named and also drops the current target, so the arm holds rather than keep following an older command.
