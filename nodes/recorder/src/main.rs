@@ -332,16 +332,22 @@ mod tests {
         Part::Keypoints(Keypoints { points: vec![[frame as f32, 1.0, 1.0]] })
     }
 
+    /// A recorder writing into a fresh temporary folder named for the test, with only `keypoints` optionally connected.
+    fn recorder(name: &str, keypoints: bool) -> (Recorder, PathBuf) {
+        let out_dir = std::env::temp_dir().join(format!("glue-recorder-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&out_dir);
+        std::fs::create_dir_all(&out_dir).unwrap();
+        let connected = Connected { segmentation: false, oracle_tracks: false, keypoints, object_poses: false };
+        let rec = Recorder { out_dir: out_dir.clone(), control_hz: 10.0, connected, active: BTreeMap::new(), closed: BTreeSet::new(), written: 0, succeeded: 0 };
+        (rec, out_dir)
+    }
+
     /// Frames 0-3 with the tracker's keypoints for frame 1 dropped upstream: the episode is written whole once
     /// frame 2's keypoints show frame 1's will not come, tick 1 without keypoints, the others with theirs; a tick
     /// whose keypoints are merely late (no later frame seen yet) waits for them.
     #[test]
     fn an_optional_input_that_skipped_a_frame_leaves_that_tick_null_and_the_episode_whole() {
-        let out_dir = std::env::temp_dir().join(format!("glue-recorder-gaps-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&out_dir);
-        std::fs::create_dir_all(&out_dir).unwrap();
-        let connected = Connected { segmentation: false, oracle_tracks: false, keypoints: true, object_poses: false };
-        let mut rec = Recorder { out_dir: out_dir.clone(), control_hz: 10.0, connected, active: BTreeMap::new(), closed: BTreeSet::new(), written: 0, succeeded: 0 };
+        let (mut rec, out_dir) = recorder("gaps", true);
         let objects = vec![ObjectInfo { name: "red button".into(), instance: 3 }];
         let start = EpisodeEvent::Start { task: "push-button".into(), text_query: vec!["red button".into()], seed: 7, variant: "none".into(), strength: 0.0, objects };
         rec.receive(header(0), Err(start)).unwrap();
@@ -371,11 +377,7 @@ mod tests {
     /// and is dropped once frame 2's image shows it will not; the episode is written with frames 0, 2 and 3.
     #[test]
     fn a_tick_that_lost_a_required_input_upstream_is_left_out_and_the_episode_written() {
-        let out_dir = std::env::temp_dir().join(format!("glue-recorder-lost-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&out_dir);
-        std::fs::create_dir_all(&out_dir).unwrap();
-        let connected = Connected { segmentation: false, oracle_tracks: false, keypoints: false, object_poses: false };
-        let mut rec = Recorder { out_dir: out_dir.clone(), control_hz: 10.0, connected, active: BTreeMap::new(), closed: BTreeSet::new(), written: 0, succeeded: 0 };
+        let (mut rec, out_dir) = recorder("lost", false);
         let start = EpisodeEvent::Start { task: "push-button".into(), text_query: vec!["red button".into()], seed: 0, variant: "none".into(), strength: 0.0, objects: vec![] };
         rec.receive(header(0), Err(start)).unwrap();
         let [image2, ..] = required(2);
