@@ -26,11 +26,12 @@ for old, new in [
     ("VERDICT_FILE: out/verdict", f"VERDICT_FILE: {out}/verdict"),
     ('SOURCE_WIDTH: "640"', 'SOURCE_WIDTH: "224"'),
     ('SOURCE_HEIGHT: "480"', 'SOURCE_HEIGHT: "224"'),
-    ('BOXES: "80,90,140,150"', 'BOXES: "90,60,150,120"'),
     ("OUT_DIR: out/recordings", f"OUT_DIR: {out}/recordings"),
 ]:
     assert old in graph, f"dataflow.yml no longer has `{old}`"
     graph = graph.replace(old, new)
+# The operator's box instead of the detector, whose weights are not in the repository.
+graph = re.sub(r"DETECTOR: .*", 'BOXES: "90,60,150,120"', graph)
 graph = re.sub(r"SOURCE: ffmpeg.*", f'SOURCE: "while :; do cat {out}/frame.rgb; sleep 0.03; done"', graph)
 open(f"{out}/dataflow.yml", "w").write(graph)
 PY

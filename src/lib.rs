@@ -18,6 +18,7 @@ pub mod device;
 pub mod diffusion;
 pub mod eval;
 pub mod fusion;
+pub mod ground;
 pub mod keypoints;
 pub mod losses;
 pub mod model_bench;

@@ -125,7 +125,8 @@ enum Command {
         out: PathBuf,
     },
     /// Extract the first frame's keypoints (paper sec. III-B): object masks from PNGs or from text queries
-    /// (the oracle grounder on a recorded episode's segmentation), K-means on the frozen ViT's per-pixel features
+    /// (the OWL-ViT detector's boxes with --detector, else the oracle grounder on a recorded episode's
+    /// segmentation), K-means on the frozen ViT's per-pixel features
     /// inside each mask. Writes {"keypoints": [[x, y], ...], "objects": [i, ...], "labels": [...]} (pixel
     /// centres at +0.5) and an overlay PNG.
     Keypoints(KeypointsArgs),
@@ -404,13 +405,20 @@ struct KeypointsArgs {
     #[arg(long, num_args = 1.., conflicts_with = "text")]
     masks: Vec<PathBuf>,
     /// Text queries, one per object (default with --episode and no --masks: the episode's text_query), grounded
-    /// by the oracle grounder on the segmentation of --episode's first tick.
+    /// by --detector, else by the oracle grounder on the segmentation of --episode's first tick.
     #[arg(long, num_args = 1..)]
     text: Vec<String>,
     /// A recorded episode (.arrow): its first tick's segmentation and objects ground --text; its image is the
     /// default --image.
     #[arg(long)]
     episode: Option<PathBuf>,
+    /// Ground --text on --image with this open-vocabulary detector (an OWL-ViT checkpoint folder as Hugging Face
+    /// publishes it, e.g. google/owlvit-base-patch32) instead of the oracle: each query's best box is its mask.
+    #[arg(long, requires = "text")]
+    detector: Option<PathBuf>,
+    /// With --detector: a query whose best box scores below this is not in view (empty mask).
+    #[arg(long, default_value_t = 0.1)]
+    threshold: f32,
     /// The frozen encoder, a HF CLIP folder.
     #[arg(long, default_value = SMALL_LOCAL_ENCODER)]
     weights: PathBuf,
@@ -610,9 +618,22 @@ fn keypoints(args: &KeypointsArgs) -> eyre::Result<()> {
         }
         (None, None) => eyre::bail!("keypoints: pass --image or --episode"),
     };
+    let device = args.device.device();
     let (masks, labels) = if !args.masks.is_empty() {
         let masks = args.masks.iter().map(|p| Mask::load(p)).collect::<eyre::Result<Vec<_>>>()?;
         (masks, args.masks.iter().map(|p| p.display().to_string()).collect::<Vec<_>>())
+    } else if let Some(dir) = &args.detector {
+        let detector = glue::ground::OwlVitDetector::load(dir, &device)
+            .map_err(|e| eyre::eyre!("--detector {}: {e:#}", dir.display()))?;
+        let grounder = glue::ground::OwlVitGrounder::new(detector, args.threshold)
+            .map_err(|e| eyre::eyre!("--threshold: {e}"))?;
+        let (detections, masks) = grounder.ground_with_detections(&image, &args.text)?;
+        for (query, d) in args.text.iter().zip(&detections) {
+            let [x0, y0, x1, y1] = d.bbox;
+            let verdict = if d.score >= args.threshold { "kept" } else { "below --threshold: not in view" };
+            println!("{query:?}: box {x0:.0},{y0:.0},{x1:.0},{y1:.0} score {:.3} ({verdict})", d.score);
+        }
+        (masks, args.text.clone())
     } else {
         let ep = episode.as_ref().ok_or_else(|| {
             eyre::eyre!("keypoints: --text needs --episode (the oracle grounder reads the simulator's segmentation), or pass --masks")
@@ -620,7 +641,6 @@ fn keypoints(args: &KeypointsArgs) -> eyre::Result<()> {
         let queries = if args.text.is_empty() { ep.info.text_query.clone() } else { args.text.clone() };
         (OracleGrounder::from_episode(ep)?.ground(&image, &queries)?, queries)
     };
-    let device = args.device.device();
     let encoder = glue::vit::GridEncoder::load(&args.weights, args.split, &device)
         .map_err(|e| eyre::eyre!("--weights {}: {e:#}", args.weights.display()))?;
     let config = KeypointConfig { k: args.k, seed: args.seed, ..KeypointConfig::default() };

@@ -364,6 +364,7 @@ fn the_real_robot_graph_runs_in_a_dry_run_with_a_streamed_camera_and_the_operato
             ("camera", "SOURCE_WIDTH", &source.info.width.to_string()),
             ("camera", "SOURCE_HEIGHT", &source.info.height.to_string()),
             ("grounding", "WEIGHTS", weights.to_str().unwrap()),
+            ("grounding", "DETECTOR", ""),
             ("grounding", "BOXES", "90,60,150,120"),
             ("encoder", "CHECKPOINT", checkpoint.to_str().unwrap()),
             ("policy", "CHECKPOINT", checkpoint.to_str().unwrap()),
@@ -413,5 +414,44 @@ fn the_dry_run_script_runs_the_real_graph_and_reports_every_node() {
         assert!(text.contains(node), "`{node}` missing:\n{text}");
     }
     assert!(text.contains("episode 0: success=false ticks=5") && text.contains("ticks: 5 (0.5 s at 10 Hz)"), "{text}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The grounding node with the open-vocabulary detector (`DETECTOR`, here the tiny random-weight OWL-ViT fixture
+/// of `tests/owlvit_parity.rs`) on a replayed push-button episode: the episode's text queries are detected on its
+/// first frame, each query's box and score logged, and the keypoints extracted for that one episode.
+#[test]
+fn the_grounding_node_detects_text_queries_with_owlvit() {
+    let dir = temp_dir("detector");
+    let recordings = dir.join("recordings");
+    std::fs::create_dir_all(&recordings).unwrap();
+    let name = "push-button-none-seed001000-ep0000.arrow";
+    std::fs::copy(root().join("recordings").join(name), recordings.join(name)).unwrap();
+    let bin = root().join("target/release");
+    let yaml = format!(
+        "nodes:
+  - id: replay
+    path: {bin}/glue-replay
+    outputs: [episode, image, segmentation, robot_state, oracle_tracks, keypoints, object_poses, action]
+    env: {{ RECORDINGS: {recordings}, SPEED: \"0\" }}
+  - id: grounding
+    path: {bin}/glue-grounding
+    inputs: {{ episode: replay/episode, image: replay/image }}
+    outputs: [keypoints_init]
+    env: {{ WEIGHTS: {weights}, DETECTOR: {detector}, DETECTION_THRESHOLD: \"0.05\" }}
+",
+        bin = bin.display(),
+        recordings = recordings.display(),
+        weights = root().join("checkpoints/local-vit-small").display(),
+        detector = root().join("tests/fixtures/owlvit-tiny").display(),
+    );
+    let file = dir.join("detector.yml");
+    std::fs::write(&file, yaml).unwrap();
+    let log = dora_run(&file);
+    let queries = read_episode(&recordings.join(name)).unwrap().info.text_query;
+    for query in &queries {
+        assert!(log.contains(&format!("grounding: episode 0: {query:?} box [")), "no detection logged for {query:?}:\n{log}");
+    }
+    assert!(log.contains("grounding: 1 episodes"), "{log}");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -9,7 +9,7 @@ use burn::nn::{Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConf
 use burn::tensor::activation::{gelu, sigmoid};
 use burn::tensor::module::{attention, interpolate};
 use burn::tensor::ops::{AttentionModuleOptions, InterpolateMode, InterpolateOptions};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Bool, Device, Tensor};
 
 use super::config::{ClipVisionConfig, HiddenAct};
 
@@ -43,9 +43,7 @@ impl ClipVisionModel {
         Self {
             embeddings: ClipVisionEmbeddings::new(config, device),
             pre_layrnorm: norm(),
-            encoder: ClipEncoder {
-                layers: (0..config.num_hidden_layers).map(|_| ClipEncoderLayer::new(config, device)).collect(),
-            },
+            encoder: ClipEncoder::new(&config.encoder_shape(), device),
             post_layernorm: norm(),
         }
     }
@@ -57,10 +55,40 @@ impl ClipVisionModel {
     pub fn forward(&self, pixel_values: Tensor<4>) -> ClipVisionOutput {
         let hidden = self.embeddings.forward(pixel_values);
         let hidden = self.pre_layrnorm.forward(hidden);
-        let last_hidden_state = self.encoder.forward(hidden);
+        let last_hidden_state = self.encoder.forward(hidden, None);
         let [batch, _, width] = last_hidden_state.dims();
         let class_token = last_hidden_state.clone().narrow(1, 0, 1).reshape([batch, width]);
         ClipVisionOutput { last_hidden_state, pooler_output: self.post_layernorm.forward(class_token) }
+    }
+
+    /// `post_layernorm` applied to every token of a `last_hidden_state`, as OWL-ViT's detection head does
+    /// (`OwlViTForObjectDetection.image_text_embedder`); CLIP itself normalises the class token only.
+    pub fn post_layernorm(&self, last_hidden_state: Tensor<3>) -> Tensor<3> {
+        self.post_layernorm.forward(last_hidden_state)
+    }
+}
+
+/// The shape of a CLIP transformer encoder, common to the vision and the text tower (HF's config names).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct EncoderShape {
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub hidden_act: HiddenAct,
+    pub layer_norm_eps: f64,
+}
+
+impl ClipVisionConfig {
+    pub(crate) fn encoder_shape(&self) -> EncoderShape {
+        EncoderShape {
+            hidden_size: self.hidden_size,
+            intermediate_size: self.intermediate_size,
+            num_hidden_layers: self.num_hidden_layers,
+            num_attention_heads: self.num_attention_heads,
+            hidden_act: self.hidden_act,
+            layer_norm_eps: self.layer_norm_eps,
+        }
     }
 }
 
@@ -121,15 +149,22 @@ impl ClipVisionEmbeddings {
     }
 }
 
-/// `CLIPEncoder`: the stack of encoder layers.
+/// `CLIPEncoder`: the stack of encoder layers, shared by the vision tower and the text tower
+/// ([`crate::ground::text`]).
 #[derive(Module, Debug)]
-struct ClipEncoder {
+pub(crate) struct ClipEncoder {
     layers: Vec<ClipEncoderLayer>,
 }
 
 impl ClipEncoder {
-    fn forward(&self, hidden: Tensor<3>) -> Tensor<3> {
-        self.layers.iter().fold(hidden, |hidden, layer| layer.forward(hidden))
+    pub(crate) fn new(shape: &EncoderShape, device: &Device) -> Self {
+        Self { layers: (0..shape.num_hidden_layers).map(|_| ClipEncoderLayer::new(shape, device)).collect() }
+    }
+
+    /// `hidden` `[batch, tokens, width]` through every layer; `mask` `[batch, heads, tokens, tokens]` is true
+    /// where a query may not attend to a key (the text tower's causal and padding mask), `None` for the image.
+    pub(crate) fn forward(&self, hidden: Tensor<3>, mask: Option<Tensor<4, Bool>>) -> Tensor<3> {
+        self.layers.iter().fold(hidden, |hidden, layer| layer.forward(hidden, mask.clone()))
     }
 }
 
@@ -143,24 +178,25 @@ struct ClipEncoderLayer {
 }
 
 impl ClipEncoderLayer {
-    fn new(config: &ClipVisionConfig, device: &Device) -> Self {
-        let norm = || LayerNormConfig::new(config.hidden_size).with_epsilon(config.layer_norm_eps).init(device);
+    fn new(shape: &EncoderShape, device: &Device) -> Self {
+        let norm = || LayerNormConfig::new(shape.hidden_size).with_epsilon(shape.layer_norm_eps).init(device);
         Self {
-            self_attn: ClipAttention::new(config, device),
+            self_attn: ClipAttention::new(shape, device),
             layer_norm1: norm(),
-            mlp: ClipMlp::new(config, device),
+            mlp: ClipMlp::new(shape, device),
             layer_norm2: norm(),
         }
     }
 
-    fn forward(&self, hidden: Tensor<3>) -> Tensor<3> {
-        let hidden = hidden.clone() + self.self_attn.forward(self.layer_norm1.forward(hidden));
+    fn forward(&self, hidden: Tensor<3>, mask: Option<Tensor<4, Bool>>) -> Tensor<3> {
+        let hidden = hidden.clone() + self.self_attn.forward(self.layer_norm1.forward(hidden), mask);
         hidden.clone() + self.mlp.forward(self.layer_norm2.forward(hidden))
     }
 }
 
 /// `CLIPAttention`: multi-head self-attention with separate biased q/k/v/out projections, scale
-/// `head_dim^-0.5`, no mask and no dropout (HF's dropout is 0 at inference and `attention_dropout` defaults to 0).
+/// `head_dim^-0.5`, an optional mask and no dropout (HF's dropout is 0 at inference and `attention_dropout`
+/// defaults to 0).
 #[derive(Module, Debug)]
 struct ClipAttention {
     q_proj: Linear,
@@ -171,18 +207,18 @@ struct ClipAttention {
 }
 
 impl ClipAttention {
-    fn new(config: &ClipVisionConfig, device: &Device) -> Self {
-        let linear = || LinearConfig::new(config.hidden_size, config.hidden_size).init(device);
+    fn new(shape: &EncoderShape, device: &Device) -> Self {
+        let linear = || LinearConfig::new(shape.hidden_size, shape.hidden_size).init(device);
         Self {
             q_proj: linear(),
             k_proj: linear(),
             v_proj: linear(),
             out_proj: linear(),
-            num_heads: config.num_attention_heads,
+            num_heads: shape.num_attention_heads,
         }
     }
 
-    fn forward(&self, hidden: Tensor<3>) -> Tensor<3> {
+    fn forward(&self, hidden: Tensor<3>, mask: Option<Tensor<4, Bool>>) -> Tensor<3> {
         let [batch, tokens, width] = hidden.dims();
         let head_dim = width / self.num_heads;
         let heads = |projection: &Linear| {
@@ -193,7 +229,7 @@ impl ClipAttention {
             heads(&self.q_proj),
             heads(&self.k_proj),
             heads(&self.v_proj),
-            None,
+            mask,
             None,
             AttentionModuleOptions::default(),
         );
@@ -211,11 +247,11 @@ struct ClipMlp {
 }
 
 impl ClipMlp {
-    fn new(config: &ClipVisionConfig, device: &Device) -> Self {
+    fn new(shape: &EncoderShape, device: &Device) -> Self {
         Self {
-            fc1: LinearConfig::new(config.hidden_size, config.intermediate_size).init(device),
-            fc2: LinearConfig::new(config.intermediate_size, config.hidden_size).init(device),
-            activation: config.hidden_act,
+            fc1: LinearConfig::new(shape.hidden_size, shape.intermediate_size).init(device),
+            fc2: LinearConfig::new(shape.intermediate_size, shape.hidden_size).init(device),
+            activation: shape.hidden_act,
         }
     }
 

@@ -84,3 +84,12 @@ pub fn max_abs_err<const D: usize>(got: Tensor<D>, want: &Array) -> f32 {
     assert_eq!(got.dims().as_slice(), want.shape.as_slice(), "shape");
     values(got).iter().zip(&want.values).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max)
 }
+
+/// ||got - want|| / ||want||, after checking the shapes agree.
+pub fn relative_error<const D: usize>(got: Tensor<D>, want: &Array) -> f64 {
+    assert_eq!(got.dims().as_slice(), want.shape.as_slice(), "shape");
+    let got = values(got);
+    let diff: f64 = got.iter().zip(&want.values).map(|(a, b)| f64::from(a - b).powi(2)).sum();
+    let norm: f64 = want.values.iter().map(|b| f64::from(*b).powi(2)).sum();
+    (diff / norm).sqrt()
+}
