@@ -30,8 +30,9 @@ for old, new in [
 ]:
     assert old in graph, f"dataflow.yml no longer has `{old}`"
     graph = graph.replace(old, new)
-# The operator's box instead of the detector, whose weights are not in the repository.
+# The operator's box instead of the detector and segmenter, whose weights are not in the repository.
 graph = re.sub(r"DETECTOR: .*", 'BOXES: "90,60,150,120"', graph)
+graph = re.sub(r"\n *SEGMENTER: .*", "", graph)
 graph = re.sub(r"SOURCE: ffmpeg.*", f'SOURCE: "while :; do cat {out}/frame.rgb; sleep 0.03; done"', graph)
 open(f"{out}/dataflow.yml", "w").write(graph)
 PY

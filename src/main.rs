@@ -419,6 +419,10 @@ struct KeypointsArgs {
     /// With --detector: a query whose best box scores below this is not in view (empty mask).
     #[arg(long, default_value_t = 0.1)]
     threshold: f32,
+    /// With --detector: segment each kept box with this SAM checkpoint folder (Hugging Face `SamModel`, e.g.
+    /// facebook/sam-vit-base); without it the box is the mask.
+    #[arg(long, requires = "detector")]
+    segmenter: Option<PathBuf>,
     /// The frozen encoder, a HF CLIP folder.
     #[arg(long, default_value = SMALL_LOCAL_ENCODER)]
     weights: PathBuf,
@@ -625,7 +629,14 @@ fn keypoints(args: &KeypointsArgs) -> eyre::Result<()> {
     } else if let Some(dir) = &args.detector {
         let detector = glue::ground::OwlVitDetector::load(dir, &device)
             .map_err(|e| eyre::eyre!("--detector {}: {e:#}", dir.display()))?;
-        let grounder = glue::ground::OwlVitGrounder::new(detector, args.threshold)
+        let segmenter = match &args.segmenter {
+            Some(dir) => Some(
+                glue::ground::sam::SamSegmenter::load(dir, &device)
+                    .map_err(|e| eyre::eyre!("--segmenter {}: {e:#}", dir.display()))?,
+            ),
+            None => None,
+        };
+        let grounder = glue::ground::OwlVitGrounder::new(detector, segmenter, args.threshold)
             .map_err(|e| eyre::eyre!("--threshold: {e}"))?;
         let (detections, masks) = grounder.ground_with_detections(&image, &args.text)?;
         for (query, d) in args.text.iter().zip(&detections) {

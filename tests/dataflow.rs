@@ -365,6 +365,7 @@ fn the_real_robot_graph_runs_in_a_dry_run_with_a_streamed_camera_and_the_operato
             ("camera", "SOURCE_HEIGHT", &source.info.height.to_string()),
             ("grounding", "WEIGHTS", weights.to_str().unwrap()),
             ("grounding", "DETECTOR", ""),
+            ("grounding", "SEGMENTER", ""),
             ("grounding", "BOXES", "90,60,150,120"),
             ("encoder", "CHECKPOINT", checkpoint.to_str().unwrap()),
             ("policy", "CHECKPOINT", checkpoint.to_str().unwrap()),
@@ -417,11 +418,12 @@ fn the_dry_run_script_runs_the_real_graph_and_reports_every_node() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// The grounding node with the open-vocabulary detector (`DETECTOR`, here the tiny random-weight OWL-ViT fixture
-/// of `tests/owlvit_parity.rs`) on a replayed push-button episode: the episode's text queries are detected on its
-/// first frame, each query's box and score logged, and the keypoints extracted for that one episode.
+/// The grounding node with the open-vocabulary detector and the segmenter (`DETECTOR`, `SEGMENTER`: the tiny
+/// random-weight OWL-ViT and SAM fixtures of the parity tests) on a replayed push-button episode: the episode's
+/// text queries are detected on its first frame, each query's box and score logged, the boxes segmented, and the
+/// keypoints extracted for that one episode.
 #[test]
-fn the_grounding_node_detects_text_queries_with_owlvit() {
+fn the_grounding_node_detects_and_segments_text_queries() {
     let dir = temp_dir("detector");
     let recordings = dir.join("recordings");
     std::fs::create_dir_all(&recordings).unwrap();
@@ -438,12 +440,13 @@ fn the_grounding_node_detects_text_queries_with_owlvit() {
     path: {bin}/glue-grounding
     inputs: {{ episode: replay/episode, image: replay/image }}
     outputs: [keypoints_init]
-    env: {{ WEIGHTS: {weights}, DETECTOR: {detector}, DETECTION_THRESHOLD: \"0.05\" }}
+    env: {{ WEIGHTS: {weights}, DETECTOR: {detector}, SEGMENTER: {segmenter}, DETECTION_THRESHOLD: \"0.05\" }}
 ",
         bin = bin.display(),
         recordings = recordings.display(),
         weights = root().join("checkpoints/local-vit-small").display(),
         detector = root().join("tests/fixtures/owlvit-tiny").display(),
+        segmenter = root().join("tests/fixtures/sam-tiny").display(),
     );
     let file = dir.join("detector.yml");
     std::fs::write(&file, yaml).unwrap();

@@ -78,7 +78,7 @@ fn grounder_masks_boxes_above_the_threshold() {
     let detector = || OwlVitDetector::load(&fixture().path(""), &device()).unwrap();
     let image = image("resized");
     let detections = detector().detect(&image, &queries()).unwrap();
-    let masks = OwlVitGrounder::new(detector(), 0.0).unwrap().ground(&image, &queries()).unwrap();
+    let masks = OwlVitGrounder::new(detector(), None, 0.0).unwrap().ground(&image, &queries()).unwrap();
     for (mask, detection) in masks.iter().zip(&detections) {
         let [x0, y0, x1, y1] = detection.bbox;
         assert!(mask.area() > 0, "{detection:?}");
@@ -89,9 +89,9 @@ fn grounder_masks_boxes_above_the_threshold() {
     }
     let best = detections.iter().map(|d| d.score).fold(0.0, f32::max);
     let above = (best + 1.0) / 2.0;
-    let masks = OwlVitGrounder::new(detector(), above).unwrap().ground(&image, &queries()).unwrap();
+    let masks = OwlVitGrounder::new(detector(), None, above).unwrap().ground(&image, &queries()).unwrap();
     assert!(masks.iter().all(|m| m.area() == 0), "no box scores {above}: every query is out of view");
-    assert!(OwlVitGrounder::new(detector(), 1.5).unwrap_err().to_string().contains("threshold"));
+    assert!(OwlVitGrounder::new(detector(), None, 1.5).unwrap_err().to_string().contains("threshold"));
 }
 
 #[test]

@@ -1,16 +1,19 @@
-//! Text-guided grounding, eq. (1)'s `Det`: an open-vocabulary detector finds each text query's object in the
-//! first frame. [`OwlVitGrounder`] is the [`Grounder`] behind it; without a segmenter (SAM is not ported yet)
-//! each detected box is the object's mask, as for the operator's boxes of [`crate::keypoints::BoxGrounder`].
+//! Text-guided grounding, eq. (1): an open-vocabulary detector (`Det`, OWL-ViT in place of the paper's Grounding
+//! DINO) finds each text query's box in the first frame and a segmenter (`Seg`, SAM) turns the box into the
+//! object's mask. [`OwlVitGrounder`] is the [`Grounder`] behind them; without a segmenter each detected box is
+//! the object's mask, as for the operator's boxes of [`crate::keypoints::BoxGrounder`].
 //!
 //! - [`tokenizer`]: CLIP's BPE tokenizer ([`ClipTokenizer`]) from `vocab.json` and `merges.txt`;
 //! - [`config`]: [`OwlVitConfig`] from a `config.json`;
 //! - [`text`]: CLIP's text transformer;
 //! - [`owlvit`]: [`OwlVitForObjectDetection`], the detector;
+//! - [`sam`]: [`sam::SamSegmenter`], the segmenter (box prompts);
 //! - [`load`]: checkpoint folders by HF tensor names.
 
 pub mod config;
 pub mod load;
 pub mod owlvit;
+pub mod sam;
 pub mod text;
 pub mod tokenizer;
 
@@ -26,6 +29,7 @@ pub use owlvit::{DetectionOutput, OwlVitForObjectDetection};
 pub use tokenizer::{ClipTokenizer, Tokens};
 
 use crate::keypoints::{Grounder, Mask};
+use sam::SamSegmenter;
 use crate::vit::ImageProcessor;
 
 /// The best box of one text query.
@@ -92,24 +96,25 @@ impl OwlVitDetector {
     }
 }
 
-/// [`Grounder`] by open-vocabulary detection: each query's best OWL-ViT box scoring at least `threshold` is
-/// its mask (every pixel whose centre lies inside the box); a query whose best box scores lower is not in view
-/// and gets an empty mask.
+/// [`Grounder`] by open-vocabulary detection, eq. (1): each query's best OWL-ViT box scoring at least
+/// `threshold` is segmented by SAM when a segmenter is given (`Seg(Det(I, c), I)`), else the box itself is the
+/// mask (every pixel whose centre lies inside it); a query whose best box scores lower is not in view and gets an
+/// empty mask.
 #[derive(Debug)]
 pub struct OwlVitGrounder {
     detector: OwlVitDetector,
+    segmenter: Option<SamSegmenter>,
     threshold: f32,
 }
 
 impl OwlVitGrounder {
-    /// A grounder keeping boxes that score at least `threshold` (HF's examples use 0.1).
-    pub fn new(detector: OwlVitDetector, threshold: f32) -> eyre::Result<Self> {
+    /// A grounder keeping boxes that score at least `threshold` (HF's examples use 0.1), segmenting them with
+    /// `segmenter` if given.
+    pub fn new(detector: OwlVitDetector, segmenter: Option<SamSegmenter>, threshold: f32) -> eyre::Result<Self> {
         ensure!((0.0..=1.0).contains(&threshold), "detection threshold: expected 0..=1, got {threshold}");
-        Ok(Self { detector, threshold })
+        Ok(Self { detector, segmenter, threshold })
     }
-}
 
-impl OwlVitGrounder {
     /// Each query's best detection and its mask (empty below the threshold), in query order.
     pub fn ground_with_detections(
         &self,
@@ -118,14 +123,25 @@ impl OwlVitGrounder {
     ) -> eyre::Result<(Vec<Detection>, Vec<Mask>)> {
         let (width, height) = image.dimensions();
         let detections = self.detector.detect(image, queries)?;
+        let kept: Vec<[f32; 4]> =
+            detections.iter().filter(|d| d.score >= self.threshold).map(|d| d.bbox).collect();
+        let mut segmented = match (&self.segmenter, kept.is_empty()) {
+            (Some(segmenter), false) => segmenter.segment(image, &kept)?.into_iter(),
+            _ => Vec::new().into_iter(),
+        };
         let masks = detections
             .iter()
             .map(|detection| {
                 let [x0, y0, x1, y1] = detection.bbox;
-                let keep = detection.score >= self.threshold;
+                if detection.score < self.threshold {
+                    return Mask::from_fn(width, height, |_, _| false);
+                }
+                if self.segmenter.is_some() {
+                    return segmented.next().expect("one SAM mask per kept box");
+                }
                 Mask::from_fn(width, height, |x, y| {
                     let (px, py) = (x as f32 + 0.5, y as f32 + 0.5);
-                    keep && (x0..x1).contains(&px) && (y0..y1).contains(&py)
+                    (x0..x1).contains(&px) && (y0..y1).contains(&py)
                 })
             })
             .collect();

@@ -18,7 +18,7 @@ pub mod grid;
 pub mod load;
 pub mod model;
 pub mod preprocess;
-mod resample;
+pub(crate) mod resample;
 
 use std::path::Path;
 

@@ -9,7 +9,7 @@ use eyre::{WrapErr, bail};
 use image::RgbImage;
 use serde::Deserialize;
 
-use super::resample::resize_bicubic;
+use super::resample::{self, Filter};
 
 /// Pillow's resampling code for bicubic, the only filter implemented.
 const PIL_BICUBIC: u32 = 3;
@@ -141,7 +141,7 @@ impl ImageProcessor {
         let resized = match self.resize {
             Some(resize) => {
                 let (width, height) = output_size(image.width(), image.height(), resize);
-                resize_bicubic(image, width, height)
+                resample::resize(image, width, height, Filter::Bicubic)
             }
             None => image.clone(),
         };

@@ -1,7 +1,8 @@
-//! Pillow's bicubic resize (`Image.resize(size, Image.BICUBIC)`, the filter behind `CLIPImageProcessor`'s
-//! `resample=3`), reimplemented from its documented algorithm so outputs agree byte for byte:
+//! Pillow's bicubic and bilinear resize (`Image.resize(size, Image.BICUBIC)`, the filter behind
+//! `CLIPImageProcessor`'s `resample=3`, and `Image.BILINEAR`, `SamImageProcessor`'s `resample=2`),
+//! reimplemented from its documented algorithm so outputs agree byte for byte:
 //!
-//! - a separable cubic convolution kernel with `a = -0.5` and support 2;
+//! - a separable convolution kernel: cubic with `a = -0.5` and support 2, or the triangle with support 1;
 //! - when shrinking, the kernel is stretched by the scale factor (antialiasing), so every source pixel under
 //!   the widened support contributes;
 //! - weights are normalised per output pixel, then quantised to 22-bit fixed point; each pass rounds and
@@ -13,8 +14,31 @@ use image::RgbImage;
 /// Fractional bits of the fixed-point weights (`32 - 8 - 2`: 8 bits of pixel, 2 bits of overshoot headroom).
 const PRECISION_BITS: u32 = 22;
 
-/// Half-width of the bicubic kernel at scale 1.
-const SUPPORT: f64 = 2.0;
+/// Pillow's resampling filters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Filter {
+    /// `Image.BICUBIC` (3).
+    Bicubic,
+    /// `Image.BILINEAR` (2).
+    Bilinear,
+}
+
+impl Filter {
+    /// Half-width of the kernel at scale 1.
+    fn support(self) -> f64 {
+        match self {
+            Self::Bicubic => 2.0,
+            Self::Bilinear => 1.0,
+        }
+    }
+
+    fn kernel(self, x: f64) -> f64 {
+        match self {
+            Self::Bicubic => bicubic(x),
+            Self::Bilinear => (1.0 - x.abs()).max(0.0),
+        }
+    }
+}
 
 /// The cubic convolution kernel with `a = -0.5`.
 fn bicubic(x: f64) -> f64 {
@@ -36,10 +60,10 @@ struct AxisWeights {
 }
 
 impl AxisWeights {
-    fn new(in_size: usize, out_size: usize) -> Self {
+    fn new(in_size: usize, out_size: usize, filter: Filter) -> Self {
         let scale = in_size as f64 / out_size as f64;
         let filter_scale = scale.max(1.0);
-        let support = SUPPORT * filter_scale;
+        let support = filter.support() * filter_scale;
         let inverse_scale = 1.0 / filter_scale;
         let taps = (0..out_size)
             .map(|out| {
@@ -48,7 +72,7 @@ impl AxisWeights {
                 let first = ((center - support + 0.5) as i64).max(0) as usize;
                 let end = ((center + support + 0.5) as i64).min(in_size as i64) as usize;
                 let weights: Vec<f64> =
-                    (first..end).map(|i| bicubic((i as f64 - center + 0.5) * inverse_scale)).collect();
+                    (first..end).map(|i| filter.kernel((i as f64 - center + 0.5) * inverse_scale)).collect();
                 let total: f64 = weights.iter().sum();
                 let fixed = weights
                     .iter()
@@ -76,12 +100,12 @@ impl AxisWeights {
     }
 }
 
-/// Resizes to `width × height` exactly as Pillow's bicubic filter does.
-pub fn resize_bicubic(image: &RgbImage, width: u32, height: u32) -> RgbImage {
+/// Resizes to `width × height` exactly as Pillow's `filter` does.
+pub fn resize(image: &RgbImage, width: u32, height: u32, filter: Filter) -> RgbImage {
     let horizontal = if width == image.width() {
         image.clone()
     } else {
-        let axis = AxisWeights::new(image.width() as usize, width as usize);
+        let axis = AxisWeights::new(image.width() as usize, width as usize, filter);
         RgbImage::from_fn(width, image.height(), |x, y| {
             image::Rgb(std::array::from_fn(|c| axis.apply(x as usize, |i| image.get_pixel(i as u32, y)[c])))
         })
@@ -89,7 +113,7 @@ pub fn resize_bicubic(image: &RgbImage, width: u32, height: u32) -> RgbImage {
     if height == horizontal.height() {
         return horizontal;
     }
-    let axis = AxisWeights::new(horizontal.height() as usize, height as usize);
+    let axis = AxisWeights::new(horizontal.height() as usize, height as usize, filter);
     RgbImage::from_fn(width, height, |x, y| {
         image::Rgb(std::array::from_fn(|c| axis.apply(y as usize, |i| horizontal.get_pixel(x, i as u32)[c])))
     })

@@ -5,12 +5,13 @@
 //! real robot, `glue::keypoints::BoxGrounder`: `x0,y0,x1,y1;...` in pixels, one box per text query, in query
 //! order) the boxes are the masks and no segmentation is read; with `DETECTOR` set (an OWL-ViT checkpoint folder,
 //! `glue::ground::OwlVitGrounder`) each text query's best detected box scoring at least `DETECTION_THRESHOLD`
-//! (default 0.1) is its mask, and the detections are logged. On the first frame of each episode it emits `keypoints_init` (`[k, 3]`, all visible; all
+//! (default 0.1) is segmented by SAM (`SEGMENTER`, a `SamModel` folder) or, without one, is its mask; the
+//! detections are logged. On the first frame of each episode it emits `keypoints_init` (`[k, 3]`, all visible; all
 //! invisible at the image centre when no queried object is in view) with that frame's header; later frames are
 //! ignored. Settings: `WEIGHTS` (the frozen local encoder, a HF CLIP folder; default `checkpoints/local-vit-small`),
 //! `K` (keypoints, default 15), `SEED` (K-means, default 0), `UNSEEN_AT` (`X,Y` in pixels: where the invisible
 //! keypoints of a first frame without any queried object sit, `glue::annotate::first_frame_keypoints`; empty or unset: the
-//! image centre), `BOXES`, `DETECTOR`, `DETECTION_THRESHOLD` (see above; `BOXES`
+//! image centre), `BOXES`, `DETECTOR`, `DETECTION_THRESHOLD`, `SEGMENTER` (see above; `BOXES`
 //! and `DETECTOR` empty or unset: the oracle grounder). At the end of the run it prints its latency per episode (mean, p95).
 
 use std::collections::BTreeMap;
@@ -19,6 +20,7 @@ use std::time::Instant;
 use dora_bridge::{Input, Latency, decode, env_or, next_input, send};
 use dora_node_api::DoraNode;
 use glue::annotate::{first_frame_keypoints, parse_unseen_at};
+use glue::ground::sam::SamSegmenter;
 use glue::ground::{OwlVitDetector, OwlVitGrounder};
 use glue::keypoints::{BoxGrounder, Grounder, OracleGrounder};
 use glue::msg::{EpisodeEvent, Header, Image, Keypoints, ObjectInfo, Segmentation};
@@ -47,12 +49,20 @@ fn main() -> eyre::Result<()> {
         text => Some(BoxGrounder::parse(text).map_err(|e| eyre::eyre!("grounding: BOXES: {e}"))?),
     };
     let detector = match std::env::var("DETECTOR").unwrap_or_default().trim() {
-        "" => None,
+        "" => {
+            let segmenter = std::env::var("SEGMENTER").unwrap_or_default();
+            eyre::ensure!(segmenter.trim().is_empty(), "grounding: SEGMENTER {segmenter} is set but DETECTOR is not: SAM segments the detector's boxes");
+            None
+        }
         dir => {
             eyre::ensure!(boxes.is_none(), "grounding: set BOXES or DETECTOR, not both");
             let threshold: f32 = env_or("DETECTION_THRESHOLD", 0.1)?;
             let detector = OwlVitDetector::load(dir.as_ref(), &device).map_err(|e| eyre::eyre!("grounding: DETECTOR {dir}: {e:#}"))?;
-            Some(OwlVitGrounder::new(detector, threshold).map_err(|e| eyre::eyre!("grounding: DETECTION_THRESHOLD: {e}"))?)
+            let segmenter = match std::env::var("SEGMENTER").unwrap_or_default().trim() {
+                "" => None,
+                sam => Some(SamSegmenter::load(sam.as_ref(), &device).map_err(|e| eyre::eyre!("grounding: SEGMENTER {sam}: {e:#}"))?),
+            };
+            Some(OwlVitGrounder::new(detector, segmenter, threshold).map_err(|e| eyre::eyre!("grounding: DETECTION_THRESHOLD: {e}"))?)
         }
     };
     let encoder = GridEncoder::load(weights.as_ref(), 2, &device)?;
