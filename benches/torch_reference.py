@@ -43,6 +43,13 @@ Cases (the Rust side must use identical shapes, or the ratios it prints are mean
                          down_dims (256,512,1024), step embed 128 (NOT LeRobot's default 512/1024/2048 of
                          case 3; see FULL_GLUE_DOWN_DIMS). Runs min(repeats, 3) timed runs (slow on 2 cores).
 
+  owlvit_b32_detect      OwlViTForObjectDetection at OwlViTConfig() (google/owlvit-base-patch32's shape: CLIP
+                         ViT-B/32 at 768 px, text tower 12x512), pixel_values [1,3,768,768], 2 queries of 16
+                         tokens; forward (boxes and logits). Once per episode in the graph.
+  sam_vit_b_segment      SamModel at SamConfig() (facebook/sam-vit-base's shape: ViT-B at 1024 px, windows 14,
+                         global layers 2/5/8/11), pixel_values [1,3,1024,1024], 2 box prompts, single mask;
+                         forward. Once per episode in the graph. Runs min(repeats, 3) timed runs.
+
 Not mirrored here: the Rust-only `glue_small_train_step` (it includes GLUE's image pipeline).
 
 Threads: run the Rust side with RAYON_NUM_THREADS equal to --threads.
@@ -68,6 +75,8 @@ CASES = [
     "unet_small_train_step",
     "glue_small_inference",
     "glue_full_inference",
+    "owlvit_b32_detect",
+    "sam_vit_b_segment",
 ]
 
 WARMUP = 2
@@ -243,6 +252,36 @@ def case_glue_full_inference():
     return glue_inference(global_vit, 224, local_vit, 224, mha, proj, unet)
 
 
+def case_owlvit_b32_detect():
+    from transformers import OwlViTConfig, OwlViTForObjectDetection
+
+    model = OwlViTForObjectDetection(OwlViTConfig()).float().eval()
+    pixels = torch.randn(1, 3, 768, 768)
+    input_ids = torch.randint(1, 49406, (2, 16))
+    input_ids[:, 0], input_ids[:, -1] = 49406, 49407
+    mask = torch.ones(2, 16, dtype=torch.int64)
+
+    def run():
+        with torch.inference_mode():
+            model(input_ids=input_ids, pixel_values=pixels, attention_mask=mask)
+
+    return run
+
+
+def case_sam_vit_b_segment():
+    from transformers import SamConfig, SamModel
+
+    model = SamModel(SamConfig()).float().eval()
+    pixels = torch.randn(1, 3, 1024, 1024)
+    boxes = torch.tensor([[[100.0, 120.0, 400.0, 380.0], [500.0, 300.0, 900.0, 700.0]]])
+
+    def run():
+        with torch.inference_mode():
+            model(pixel_values=pixels, input_boxes=boxes, multimask_output=False)
+
+    return run
+
+
 BUILDERS = {name: globals()[f"case_{name}"] for name in CASES}
 
 
@@ -281,7 +320,8 @@ def main():
         print(f"timing {name} ...", file=sys.stderr, flush=True)
         torch.manual_seed(SEED)
         run = BUILDERS[name]()
-        repeats = min(args.repeats, 3) if name == "glue_full_inference" else args.repeats
+        slow = name in ("glue_full_inference", "sam_vit_b_segment")
+        repeats = min(args.repeats, 3) if slow else args.repeats
         results[name] = time_case(run, repeats)
         del run
 

@@ -10,6 +10,8 @@
 //! | `glue_small_inference` | GLUE `small`: local grid of one 224 frame, global ViT on 2 steps, fusion, 10 DDIM steps |
 //! | `glue_full_inference`  | GLUE `full` (ViT-B/16 global and local, U-Net 256/512/1024), same pipeline          |
 //! | `glue_small_train_step`| GLUE `small` training step, batch 32, 2 observation steps (key features cached)    |
+//! | `owlvit_b32_detect`    | OWL-ViT at `google/owlvit-base-patch32`'s shape, 768 px, 2 queries of 16 tokens     |
+//! | `sam_vit_b_segment`    | SAM at `facebook/sam-vit-base`'s shape, 1024 px, 2 box prompts, single mask         |
 //!
 //! Weights are random (timings do not depend on values). Thread count: burn's flex backend uses rayon, so run
 //! with `RAYON_NUM_THREADS` equal to the Python side's `--threads`.
@@ -24,11 +26,13 @@ use rand::SeedableRng;
 use crate::policy::normalizer::{CONSTANT_SPAN, Normalizer, Range};
 use crate::policy::observation::{Crop, Frame, key_features, observations};
 use crate::policy::{ModelSize, PolicyConfig, PolicyKind, PolicyNet, ddim_for, gaussian};
+use crate::ground::sam::{SamConfig, SamModel};
+use crate::ground::{OwlVitConfig, OwlVitForObjectDetection, Tokens};
 use crate::unet::ConditionalUnet1dConfig;
 use crate::vit::{ClipVisionConfig, ClipVisionModel, GridEncoder, HiddenAct, ImageProcessor};
 
 /// Every case name, in table order.
-pub const CASES: [&str; 7] = [
+pub const CASES: [&str; 9] = [
     "vit_b16_forward",
     "small_vit_train_step",
     "unet_lerobot_forward",
@@ -36,6 +40,8 @@ pub const CASES: [&str; 7] = [
     "glue_small_inference",
     "glue_full_inference",
     "glue_small_train_step",
+    "owlvit_b32_detect",
+    "sam_vit_b_segment",
 ];
 
 /// Timings of one case (seconds).
@@ -209,6 +215,24 @@ pub fn run(only: &[String], repeats: usize, device: &Device) -> eyre::Result<Vec
                     let loss = n.loss(&obs, 2, actions, noise, &steps, &schedule);
                     let grads = GradientsParams::from_grads(loss.backward(), &n);
                     net = Some(optimizer.step(1e-4, n, grads));
+                })
+            }
+            "owlvit_b32_detect" => {
+                let model = OwlVitForObjectDetection::new(&OwlVitConfig::default(), device);
+                let x = random([1, 3, 768, 768], device);
+                let ids: Vec<u32> = std::iter::once(49406).chain((1..15).map(|i| 300 + i)).chain([49407]).collect();
+                let tokens = Tokens { input_ids: vec![ids.clone(), ids], attention_mask: vec![vec![1; 16]; 2] };
+                time(repeats, || {
+                    let _ = model.forward(x.clone(), &tokens).logits.into_data();
+                })
+            }
+            "sam_vit_b_segment" => {
+                let model = SamModel::new(&SamConfig::default(), device);
+                let x = random([1, 3, 1024, 1024], device);
+                let boxes = [[100.0, 120.0, 400.0, 380.0], [500.0, 300.0, 900.0, 700.0]];
+                time(repeats.min(3), || {
+                    let embedding = model.image_embeddings(x.clone());
+                    let _ = model.decode(embedding, &boxes, false).0.into_data();
                 })
             }
             _ => unreachable!("CASES lists every case"),

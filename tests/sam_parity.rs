@@ -116,3 +116,20 @@ fn grounder_segments_the_detected_boxes() {
     let none = OwlVitGrounder::new(detector(), Some(segmenter()), above.min(1.0)).unwrap();
     assert!(none.ground(&image, &queries).unwrap().iter().all(|m| m.area() == 0));
 }
+
+#[test]
+fn a_config_that_disagrees_with_the_weights_names_the_tensor() {
+    let dir = std::env::temp_dir().join(format!("glue-sam-mismatch-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for file in ["model.safetensors", "preprocessor_config.json"] {
+        std::fs::copy(fixture().path(file), dir.join(file)).unwrap();
+    }
+    let config = std::fs::read_to_string(fixture().path("config.json")).unwrap();
+    let mut config: serde_json::Value = serde_json::from_str(&config).unwrap();
+    config["vision_config"]["mlp_dim"] = 48.into();
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let err = format!("{:#}", SamSegmenter::load(&dir, &device()).unwrap_err());
+    println!("{err}");
+    assert!(err.contains("vision_encoder.layers.0.mlp.lin1.weight") && err.contains("[32, 64]"), "{err}");
+}
