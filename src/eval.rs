@@ -80,6 +80,9 @@ pub struct EvalConfig {
     /// displaced horizontally by a fixed offset drawn per axis from N(0, σ²) ([`PoseError`]); 0 feeds the true
     /// poses. Recordings keep the true poses.
     pub object_pose_error: f32,
+    /// An intervention test: every keypoint the policy sees is marked visible, whatever the tracker says, so no
+    /// key patch is zeroed (sec. III-C's occlusion handling switched off). Recordings keep what the policy saw.
+    pub all_visible: bool,
 }
 
 /// [`EvalConfig::object_pose_error`]'s generator stream, seeded by the scene seed, so a scene gets the same offsets
@@ -290,6 +293,9 @@ pub struct EvalReport {
     /// [`EvalConfig::object_pose_error`], m (absent: 0).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub object_pose_error: f32,
+    /// [`EvalConfig::all_visible`] (absent: false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub all_visible: bool,
     pub latency: Latency,
     pub per_episode: Vec<EpisodeResult>,
 }
@@ -392,6 +398,11 @@ fn for_each_parallel<T: Send>(items: &mut [&mut T], f: impl Fn(&mut T) -> Result
 
 /// Runs `config.episodes` closed-loop episodes and writes `eval.json` (and GIFs) into `out`.
 ///
+/// [`EvalConfig::all_visible`]: the keypoints with every visibility flag set.
+fn all_visible(keypoints: Vec<[f32; 3]>) -> Vec<[f32; 3]> {
+    keypoints.into_iter().map(|[x, y, _]| [x, y, 1.0]).collect()
+}
+
 /// Episodes run `config.parallel` at a time in lockstep: one batched encoder pass and one batched DDIM run per
 /// control tick serve them all (the vectorised environments of policy evaluation), the per-episode simulation and
 /// tracking spread over the cores. Each episode draws its own sampling noise, so its actions are those of a
@@ -468,6 +479,7 @@ pub fn evaluate(config: &EvalConfig, out: &Path, device: &Device) -> Result<Eval
                     (Keypoints::Tracker, Some(t)) => t.track(&image)?,
                     (Keypoints::Tracker, None) => Vec::new(),
                 };
+                let keypoints = if config.all_visible { all_visible(keypoints) } else { keypoints };
                 e.times.tracker_ms += ms(started);
                 let poses = e.sim.object_poses();
                 e.current = Some((obs, image, keypoints, poses));
@@ -480,7 +492,7 @@ pub fn evaluate(config: &EvalConfig, out: &Path, device: &Device) -> Result<Eval
                 let grounder = OracleGrounder::new(episode_info(&e.sim, e.index).objects, w, h, obs.image.instance.clone())?;
                 let init = first_frame_keypoints(&grounder, encoder, image, &e.spec.task.text_query(), config.k, config.keypoint_seed, config.unseen_at, device)?;
                 let tracker = EpisodeTracks::start(image, &init)?;
-                *keypoints = tracker.current();
+                *keypoints = if config.all_visible { all_visible(tracker.current()) } else { tracker.current() };
                 e.tracker = Some(tracker);
                 e.times.grounding_ms += ms(started);
             }
@@ -651,6 +663,7 @@ fn write_report(config: &EvalConfig, policy: &str, results: Vec<EpisodeResult>, 
         keypoint_seed: config.keypoint_seed,
         unseen_at: config.unseen_at,
         object_pose_error: config.object_pose_error,
+        all_visible: config.all_visible,
         latency,
         per_episode: results,
     };
@@ -682,6 +695,7 @@ pub fn evaluate_in_dataflow(config: &EvalConfig, out: &Path, setup: &DataflowSet
         config.object_pose_error == 0.0,
         "--object-pose-error is in-process only: the graph's encoder reads the simulator's true object poses"
     );
+    ensure!(!config.all_visible, "--all-visible is in-process only: the graph's encoder reads the tracker's flags");
     ensure!(
         config.keypoints == Keypoints::Tracker,
         "--keypoints oracle: the graph runs the perception pipeline (grounding and tracker nodes); oracle keypoints are in-process only"
@@ -872,6 +886,7 @@ mod tests {
             keypoint_seed: 0,
             unseen_at: None,
             object_pose_error: 0.0,
+            all_visible: false,
             latency: Latency::default(),
             per_episode: vec![
                 episode(true, true, false, 0.01),

@@ -222,6 +222,7 @@ pub(crate) mod tests {
             keypoint_seed: 0,
             unseen_at: None,
             object_pose_error: 0.0,
+            all_visible: false,
             latency: Latency::default(),
             per_episode: Vec::new(),
         }

@@ -140,11 +140,6 @@ impl OwlVitConfig {
         let text = std::fs::read_to_string(path).wrap_err_with(|| format!("cannot read {}", path.display()))?;
         Self::from_config_json(&text).wrap_err_with(|| format!("bad OWL-ViT config {}", path.display()))
     }
-
-    /// Side of the patch grid, hence of the box grid: one box per patch.
-    pub fn grid_size(&self) -> usize {
-        self.vision_config.grid_size()
-    }
 }
 
 #[cfg(test)]
@@ -155,14 +150,14 @@ mod tests {
     fn defaults_are_owlvits_and_the_file_overrides_them() {
         let config = OwlVitConfig::from_config_json("{}").unwrap();
         assert_eq!(config, OwlVitConfig::default());
-        assert_eq!((config.vision_config.image_size, config.vision_config.patch_size, config.grid_size()), (768, 32, 24));
+        assert_eq!((config.vision_config.image_size, config.vision_config.patch_size, config.vision_config.grid_size()), (768, 32, 24));
         let small = OwlVitConfig::from_config_json(
             r#"{"projection_dim": 16, "text_config": {"hidden_size": 16, "num_attention_heads": 2},
                 "vision_config": {"image_size": 64, "patch_size": 16, "model_type": "owlvit_vision_model"}}"#,
         )
         .unwrap();
         assert_eq!((small.projection_dim, small.text_config.hidden_size, small.text_config.vocab_size), (16, 16, 49408));
-        assert_eq!((small.vision_config.image_size, small.vision_config.hidden_size, small.grid_size()), (64, 768, 4));
+        assert_eq!((small.vision_config.image_size, small.vision_config.hidden_size, small.vision_config.grid_size()), (64, 768, 4));
         let bad = OwlVitConfig::from_config_json(r#"{"text_config": {"hidden_size": 10, "num_attention_heads": 4}}"#);
         assert!(bad.unwrap_err().to_string().contains("text_config"));
         let bad = OwlVitConfig::from_config_json(r#"{"projection_dim": 8}"#).unwrap_err().to_string();
