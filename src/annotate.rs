@@ -36,17 +36,35 @@ pub fn first_frame_keypoints(
     unseen_at: Option<[f32; 2]>,
     device: &Device,
 ) -> Result<Vec<[f32; 3]>> {
-    let masks: Vec<_> = grounder.ground(image, queries)?.into_iter().filter(|m| m.area() > 0).collect();
+    let keypoints = first_frame_keypoints_by_object(grounder, encoder, image, queries, k, seed, unseen_at, device)?;
+    Ok(keypoints.into_iter().map(|(point, _)| point).collect())
+}
+
+/// [`first_frame_keypoints`] with each keypoint's object: the index of its text query, `None` for the invisible
+/// keypoints of a frame without any queried object.
+pub fn first_frame_keypoints_by_object(
+    grounder: &dyn Grounder,
+    encoder: &GridEncoder,
+    image: &RgbImage,
+    queries: &[String],
+    k: usize,
+    seed: u64,
+    unseen_at: Option<[f32; 2]>,
+    device: &Device,
+) -> Result<Vec<([f32; 3], Option<usize>)>> {
+    let (objects, masks): (Vec<usize>, Vec<_>) =
+        grounder.ground(image, queries)?.into_iter().enumerate().filter(|(_, m)| m.area() > 0).unzip();
     if masks.is_empty() {
         let (w, h) = image.dimensions();
         let [x, y] = unseen_at.unwrap_or([w as f32 / 2.0, h as f32 / 2.0]);
-        return Ok(vec![[x, y, 0.0]; k]);
+        return Ok(vec![([x, y, 0.0], None); k]);
     }
     // An object barely in view can have fewer pixels than keypoints: extract what fits, then repeat those so the
     // episode still has `k` (the policy attends over a set; duplicates add no information but keep the count).
     let pixels: usize = masks.iter().map(|m| m.area()).sum();
     let keypoints = extract_keypoints(encoder, image, &masks, k.min(pixels), seed, device)?;
-    let found: Vec<[f32; 3]> = keypoints.iter().map(|p| [p.x, p.y, 1.0]).collect();
+    let found: Vec<([f32; 3], Option<usize>)> =
+        keypoints.iter().map(|p| ([p.x, p.y, 1.0], Some(objects[p.object]))).collect();
     Ok((0..k).map(|i| found[i % found.len()]).collect())
 }
 

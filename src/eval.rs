@@ -17,7 +17,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::annotate::{EpisodeTracks, first_frame_keypoints};
+use crate::annotate::{EpisodeTracks, first_frame_keypoints_by_object};
 use crate::collect::{episode_info, tick};
 use crate::keypoints::OracleGrounder;
 use crate::vit::GridEncoder;
@@ -80,9 +80,48 @@ pub struct EvalConfig {
     /// displaced horizontally by a fixed offset drawn per axis from N(0, σ²) ([`PoseError`]); 0 feeds the true
     /// poses. Recordings keep the true poses.
     pub object_pose_error: f32,
-    /// An intervention test: every keypoint the policy sees is marked visible, whatever the tracker says, so no
-    /// key patch is zeroed (sec. III-C's occlusion handling switched off). Recordings keep what the policy saw.
-    pub all_visible: bool,
+    /// An intervention test: the keypoints the policy sees as visible whatever the tracker says, so their key
+    /// patches are never zeroed (sec. III-C's occlusion handling switched off for them). Recordings keep what the
+    /// policy saw.
+    pub force_visible: Option<ForceVisible>,
+}
+
+/// Which keypoints [`EvalConfig::force_visible`] marks visible.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ForceVisible {
+    /// Every keypoint.
+    All,
+    /// The keypoints grounding put on one object: the index of its text query in the task's `text_query`.
+    Object(usize),
+}
+
+impl ForceVisible {
+    /// `all`, or a text query's index.
+    pub fn parse(text: &str) -> std::result::Result<Self, String> {
+        match text.trim() {
+            "all" => Ok(Self::All),
+            n => n.parse().map(Self::Object).map_err(|_| {
+                format!("--force-visible: expected `all` or the index of a text query (0, 1, ...), got `{text}`")
+            }),
+        }
+    }
+
+    /// One tick's keypoints with the chosen ones marked visible; `objects` holds each keypoint's text-query index
+    /// (`None`: grounding found nothing for it).
+    fn apply(self, keypoints: Vec<[f32; 3]>, objects: &[Option<usize>]) -> Vec<[f32; 3]> {
+        keypoints
+            .into_iter()
+            .enumerate()
+            .map(|(i, [x, y, visible])| {
+                let forced = match self {
+                    Self::All => true,
+                    Self::Object(n) => objects.get(i).copied().flatten() == Some(n),
+                };
+                [x, y, if forced { 1.0 } else { visible }]
+            })
+            .collect()
+    }
 }
 
 /// [`EvalConfig::object_pose_error`]'s generator stream, seeded by the scene seed, so a scene gets the same offsets
@@ -293,9 +332,9 @@ pub struct EvalReport {
     /// [`EvalConfig::object_pose_error`], m (absent: 0).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub object_pose_error: f32,
-    /// [`EvalConfig::all_visible`] (absent: false).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub all_visible: bool,
+    /// [`EvalConfig::force_visible`] (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub force_visible: Option<ForceVisible>,
     pub latency: Latency,
     pub per_episode: Vec<EpisodeResult>,
 }
@@ -371,6 +410,8 @@ struct Episode {
     /// episodes share its batch.
     rng: ChaCha8Rng,
     tracker: Option<EpisodeTracks>,
+    /// Each tracked keypoint's text-query index, from grounding (see [`ForceVisible`]).
+    objects: Vec<Option<usize>>,
     writer: Option<EpisodeWriter>,
     frames: Vec<RgbImage>,
     invalid: u32,
@@ -398,11 +439,6 @@ fn for_each_parallel<T: Send>(items: &mut [&mut T], f: impl Fn(&mut T) -> Result
 
 /// Runs `config.episodes` closed-loop episodes and writes `eval.json` (and GIFs) into `out`.
 ///
-/// [`EvalConfig::all_visible`]: the keypoints with every visibility flag set.
-fn all_visible(keypoints: Vec<[f32; 3]>) -> Vec<[f32; 3]> {
-    keypoints.into_iter().map(|[x, y, _]| [x, y, 1.0]).collect()
-}
-
 /// Episodes run `config.parallel` at a time in lockstep: one batched encoder pass and one batched DDIM run per
 /// control tick serve them all (the vectorised environments of policy evaluation), the per-episode simulation and
 /// tracking spread over the cores. Each episode draws its own sampling noise, so its actions are those of a
@@ -421,6 +457,15 @@ pub fn evaluate(config: &EvalConfig, out: &Path, device: &Device) -> Result<Eval
         policy.config.policy.name()
     );
     policy.check_task(config.task.name()).wrap_err_with(|| format!("--checkpoint {}", config.checkpoint.display()))?;
+    if let Some(ForceVisible::Object(n)) = config.force_visible {
+        let queries = config.task.text_query();
+        ensure!(
+            n < queries.len() && config.keypoints == Keypoints::Tracker,
+            "--force-visible {n}: expected the index of one of {}'s text queries {queries:?} (0..{}), with --keypoints tracker",
+            config.task.name(),
+            queries.len()
+        );
+    }
     let grid = match config.keypoints {
         Keypoints::Tracker => Some(GridEncoder::load(&config.keypoint_weights, 2, device)?),
         Keypoints::Oracle => None,
@@ -452,6 +497,7 @@ pub fn evaluate(config: &EvalConfig, out: &Path, device: &Device) -> Result<Eval
                 queue: ActionQueue::new(sim_config.control_hz, period_ns / 2).with_temporal_ensemble(config.temporal_ensemble)?,
                 rng: ChaCha8Rng::seed_from_u64(config.seed.wrapping_add(index)),
                 tracker: None,
+                objects: Vec::new(),
                 writer,
                 frames: Vec::new(),
                 invalid: 0,
@@ -479,7 +525,10 @@ pub fn evaluate(config: &EvalConfig, out: &Path, device: &Device) -> Result<Eval
                     (Keypoints::Tracker, Some(t)) => t.track(&image)?,
                     (Keypoints::Tracker, None) => Vec::new(),
                 };
-                let keypoints = if config.all_visible { all_visible(keypoints) } else { keypoints };
+                let keypoints = match config.force_visible {
+                    Some(force) => force.apply(keypoints, &e.objects),
+                    None => keypoints,
+                };
                 e.times.tracker_ms += ms(started);
                 let poses = e.sim.object_poses();
                 e.current = Some((obs, image, keypoints, poses));
@@ -490,9 +539,14 @@ pub fn evaluate(config: &EvalConfig, out: &Path, device: &Device) -> Result<Eval
                 let encoder = grid.as_ref().expect("loaded for the tracker mode");
                 let (obs, image, keypoints, _) = e.current.as_mut().expect("observed above");
                 let grounder = OracleGrounder::new(episode_info(&e.sim, e.index).objects, w, h, obs.image.instance.clone())?;
-                let init = first_frame_keypoints(&grounder, encoder, image, &e.spec.task.text_query(), config.k, config.keypoint_seed, config.unseen_at, device)?;
+                let init = first_frame_keypoints_by_object(&grounder, encoder, image, &e.spec.task.text_query(), config.k, config.keypoint_seed, config.unseen_at, device)?;
+                let (init, objects): (Vec<[f32; 3]>, Vec<Option<usize>>) = init.into_iter().unzip();
                 let tracker = EpisodeTracks::start(image, &init)?;
-                *keypoints = if config.all_visible { all_visible(tracker.current()) } else { tracker.current() };
+                *keypoints = match config.force_visible {
+                    Some(force) => force.apply(tracker.current(), &objects),
+                    None => tracker.current(),
+                };
+                e.objects = objects;
                 e.tracker = Some(tracker);
                 e.times.grounding_ms += ms(started);
             }
@@ -663,7 +717,7 @@ fn write_report(config: &EvalConfig, policy: &str, results: Vec<EpisodeResult>, 
         keypoint_seed: config.keypoint_seed,
         unseen_at: config.unseen_at,
         object_pose_error: config.object_pose_error,
-        all_visible: config.all_visible,
+        force_visible: config.force_visible,
         latency,
         per_episode: results,
     };
@@ -695,7 +749,7 @@ pub fn evaluate_in_dataflow(config: &EvalConfig, out: &Path, setup: &DataflowSet
         config.object_pose_error == 0.0,
         "--object-pose-error is in-process only: the graph's encoder reads the simulator's true object poses"
     );
-    ensure!(!config.all_visible, "--all-visible is in-process only: the graph's encoder reads the tracker's flags");
+    ensure!(config.force_visible.is_none(), "--force-visible is in-process only: the graph's encoder reads the tracker's flags");
     ensure!(
         config.keypoints == Keypoints::Tracker,
         "--keypoints oracle: the graph runs the perception pipeline (grounding and tracker nodes); oracle keypoints are in-process only"
@@ -811,6 +865,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn force_visible_sets_the_chosen_flags_only() {
+        let keypoints = vec![[1.0, 2.0, 0.0], [3.0, 4.0, 0.0], [5.0, 6.0, 1.0], [7.0, 8.0, 0.0]];
+        let objects = [Some(0), Some(1), Some(1), None];
+        let flags = |force: ForceVisible| force.apply(keypoints.clone(), &objects).iter().map(|p| p[2]).collect::<Vec<_>>();
+        assert_eq!(flags(ForceVisible::All), [1.0; 4]);
+        assert_eq!(flags(ForceVisible::Object(1)), [0.0, 1.0, 1.0, 0.0]);
+        assert_eq!(flags(ForceVisible::Object(0)), [1.0, 0.0, 1.0, 0.0]);
+        assert_eq!(ForceVisible::Object(1).apply(keypoints.clone(), &objects)[1][..2], [3.0, 4.0], "positions kept");
+        assert_eq!(ForceVisible::parse("all"), Ok(ForceVisible::All));
+        assert_eq!(ForceVisible::parse(" 1 "), Ok(ForceVisible::Object(1)));
+        assert!(ForceVisible::parse("plate").unwrap_err().contains("`all` or the index"));
+        let json = serde_json::to_string(&[ForceVisible::All, ForceVisible::Object(1)]).unwrap();
+        assert_eq!(json, r#"["all",{"object":1}]"#);
+    }
+
+    #[test]
     fn wilson_interval_matches_known_values() {
         // 8/10: (0.4902, 0.9433); 0/10: (0, 0.2775); 50/100: (0.4038, 0.5962).
         let close = |a: [f64; 2], b: [f64; 2]| (a[0] - b[0]).abs() < 1e-3 && (a[1] - b[1]).abs() < 1e-3;
@@ -886,7 +956,7 @@ mod tests {
             keypoint_seed: 0,
             unseen_at: None,
             object_pose_error: 0.0,
-            all_visible: false,
+            force_visible: None,
             latency: Latency::default(),
             per_episode: vec![
                 episode(true, true, false, 0.01),

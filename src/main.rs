@@ -211,10 +211,11 @@ enum Command {
         /// feeds the true poses. In-process only.
         #[arg(long, value_name = "STD", default_value_t = 0.0)]
         object_pose_error: f32,
-        /// An intervention test: the policy sees every keypoint as visible, whatever the tracker says (no key patch
-        /// zeroed). In-process only.
-        #[arg(long)]
-        all_visible: bool,
+        /// An intervention test: the policy sees these keypoints as visible whatever the tracker says (their key
+        /// patches never zeroed): `all`, or the index of a text query (e.g. 1: place-fruit's plate), whose object's
+        /// keypoints are forced. In-process only.
+        #[arg(long, value_name = "all|QUERY", value_parser = glue::eval::ForceVisible::parse)]
+        force_visible: Option<glue::eval::ForceVisible>,
         /// Run the episodes through the dora graph (`dora run`, one episode at a time) instead of in-process: the
         /// same nodes as the README's main job, its episodes kept in OUT/episodes, its settings in OUT/dataflow.yml.
         #[arg(long)]
@@ -605,7 +606,7 @@ fn loop_bench(repeats: u32, device: &burn::tensor::Device) -> eyre::Result<Strin
         temporal_ensemble: None,
         unseen_at: None,
         object_pose_error: 0.0,
-        all_visible: false,
+        force_visible: None,
     };
     let report = glue::eval::evaluate(&config, &out, device);
     std::fs::remove_dir_all(&out).ok();
@@ -798,7 +799,7 @@ fn run(cli: Cli) -> eyre::Result<bool> {
             }
         }
         Command::Train(args) => train(args)?,
-        Command::Eval { checkpoint, scene, episodes, seed_start, keypoints, k, keypoint_seed, keypoint_weights, video, record, seed, parallel, temporal_ensemble, unseen_at, object_pose_error, all_visible, dataflow, graph, out, device } => {
+        Command::Eval { checkpoint, scene, episodes, seed_start, keypoints, k, keypoint_seed, keypoint_weights, video, record, seed, parallel, temporal_ensemble, unseen_at, object_pose_error, force_visible, dataflow, graph, out, device } => {
             eyre::ensure!(episodes >= 1, "--episodes: expected at least 1");
             let config = EvalConfig {
                 checkpoint,
@@ -818,7 +819,7 @@ fn run(cli: Cli) -> eyre::Result<bool> {
                 temporal_ensemble,
                 unseen_at,
                 object_pose_error,
-                all_visible,
+                force_visible,
             };
             let report = if dataflow {
                 eyre::ensure!(device == DeviceKind::Cpu, "--device {device:?}: the graph's nodes run on the CPU; --device is for the in-process evaluation");

@@ -222,7 +222,7 @@ pub(crate) mod tests {
             keypoint_seed: 0,
             unseen_at: None,
             object_pose_error: 0.0,
-            all_visible: false,
+            force_visible: None,
             latency: Latency::default(),
             per_episode: Vec::new(),
         }

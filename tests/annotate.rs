@@ -1,6 +1,6 @@
 //! `glue annotate` on a copy of a shipped recording: every tick gains the tracker's keypoints, the first frame's
 //! keypoints lie on the task objects, and everything else in the file is unchanged. `glue eval --keypoint-seed`
-//! extracts and tracks the keypoints as `glue annotate --seed` does; `glue eval --all-visible` overrides the flags.
+//! extracts and tracks the keypoints as `glue annotate --seed` does; `glue eval --force-visible` overrides the flags.
 
 use std::path::PathBuf;
 
@@ -71,14 +71,15 @@ fn annotate_fills_the_keypoints_column_and_keeps_the_rest() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// `glue eval --all-visible` (the intervention test of sec. III-C's zeroing): the policy sees every keypoint as
-/// visible. On an occlusion scene where the tracker flags keypoints hidden, the recorded keypoints (what the policy
-/// saw) carry flags of 0 without the option and only 1 with it; eval.json names the intervention.
+/// `glue eval --force-visible` (the intervention test of sec. III-C's zeroing): the policy sees the chosen keypoints
+/// as visible. On an occlusion scene where the tracker flags keypoints hidden, the recorded keypoints (what the
+/// policy saw) carry flags of 0 without the option and only 1 with `all`; eval.json names the intervention; a
+/// query index beyond the task's queries is refused.
 #[test]
-fn eval_all_visible_sets_every_visibility_flag() {
+fn eval_force_visible_sets_the_visibility_flags() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let run = |name: &str, extra: &[&str]| {
-        let dir = std::env::temp_dir().join(format!("glue-eval-all-visible-{}-{name}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("glue-eval-force-visible-{}-{name}", std::process::id()));
         let args = ["eval", "--checkpoint", "checkpoints/push-button-glue-small", "--task", "push-button", "--variant", "occlusion", "--strength", "0.5", "--episodes", "1", "--seed-start", "1000", "--record"];
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_glue")).args(args).args(extra).arg("--out").arg(&dir).current_dir(&root).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -86,12 +87,16 @@ fn eval_all_visible_sets_every_visibility_flag() {
         let recorded = std::fs::read_dir(dir.join("episodes")).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|x| x == "arrow")).unwrap();
         let flags: Vec<f32> = read_episode(&recorded).unwrap().ticks.into_iter().flat_map(|t| t.keypoints.unwrap().points).map(|p| p[2]).collect();
         std::fs::remove_dir_all(&dir).unwrap();
-        (report["all_visible"].as_bool(), flags)
+        (report["force_visible"].as_str().map(String::from), flags)
     };
     let (named, flags) = run("tracker", &[]);
     assert_eq!(named, None, "eval.json names the option only when set");
     assert!(flags.contains(&0.0), "the tracker flags some keypoint hidden on this scene (else the test shows nothing)");
-    let (named, flags) = run("forced", &["--all-visible"]);
-    assert_eq!(named, Some(true));
+    let (named, flags) = run("forced", &["--force-visible", "all"]);
+    assert_eq!(named.as_deref(), Some("all"));
     assert!(flags.iter().all(|&v| v == 1.0), "every keypoint the policy saw is visible");
+    let args = ["eval", "--checkpoint", "checkpoints/push-button-glue-small", "--task", "push-button", "--episodes", "1", "--force-visible", "1", "--out", "/tmp/never"];
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_glue")).args(args).current_dir(&root).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--force-visible 1") && err.contains("red button"), "{err}");
 }

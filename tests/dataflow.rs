@@ -156,7 +156,7 @@ fn graph_matches_eval(
         temporal_ensemble,
         unseen_at,
         object_pose_error: 0.0,
-        all_visible: false,
+        force_visible: None,
     };
     let setup = glue::eval::DataflowSetup { graph: root().join("dataflow.sim.yml"), dora: dora(), binaries: root().join("target/release") };
     let graph_report = glue::eval::evaluate_in_dataflow(&config, &dir.join("graph"), &setup).unwrap();
