@@ -26,10 +26,10 @@ use image::RgbImage;
 
 pub use config::{OwlVitConfig, OwlVitTextConfig};
 pub use owlvit::{DetectionOutput, OwlVitForObjectDetection};
+use sam::SamSegmenter;
 pub use tokenizer::{ClipTokenizer, Tokens};
 
 use crate::keypoints::{Grounder, Mask};
-use sam::SamSegmenter;
 use crate::vit::ImageProcessor;
 
 /// The best box of one text query.
