@@ -11,7 +11,8 @@
 //! - [`model`]: [`ClipVisionModel`] and its forward pass;
 //! - [`load`]: checkpoint folders by HF tensor names;
 //! - [`grid`]: [`GridEncoder`], the frozen local feature grid of 2x2 sub-images;
-//! - [`preprocess`] and `resample`: [`ImageProcessor`] with Pillow's bicubic resize.
+//! - [`preprocess`] and `resample`: [`ImageProcessor`] with Pillow's bicubic resize (and the bilinear one SAM's
+//!   processor uses).
 
 pub mod config;
 pub mod grid;
