@@ -1,6 +1,7 @@
 //! Point tracking (`glue::track`, `glue track`): accuracy on synthetic sequences with exact ground truth
 //! (translation, rotation, zoom), occlusion flags and re-acquisition under a sweeping occluder, determinism,
-//! the frame-0 convention, a small check against the simulator's oracle tracks, and the CLI with its errors.
+//! the frame-0 convention, small checks against the simulator's oracle tracks (clean, and plain surfaces under
+//! moving lights), and the CLI with its errors.
 //!
 //! Run with `--nocapture` to see the measured figures.
 
@@ -216,6 +217,25 @@ fn sim_episode_tracks_follow_the_oracle() {
     assert!(r.points > 0 && r.point_frames > 0);
     assert!(r.median_px < 3.0, "median error {} px", r.median_px);
     assert!(r.kept_visible > 0.5, "kept visible {}", r.kept_visible);
+}
+
+/// Place-fruit's plate is a plain surface: its points' templates are faint (below `min_texture`), and the lighting
+/// variant's moving coloured spots give it texture. Judged by the NCC, not failed outright as a flat template
+/// seeing texture once was, the points stay visible as often as in clean light (over these three episodes 0.873
+/// lit against 0.854 clean; the outright rule kept 0.805 lit), while the tracker still flags the hidden ones.
+#[test]
+fn plain_surfaces_keep_their_points_under_moving_lights() {
+    let rows = evaluate_on_sim(&KltConfig::default(), &[TaskKind::PlaceFruit], &[Variant::None, Variant::Lighting], 3, 1000, 0.5).unwrap();
+    print!("{}", glue::track::sim_eval_table(&rows));
+    let (clean, lit) = (&rows[0], &rows[1]);
+    assert!(
+        lit.kept_visible >= clean.kept_visible - 0.02,
+        "under lighting the tracker keeps {} of the visible point-frames, clean {}",
+        lit.kept_visible,
+        clean.kept_visible
+    );
+    assert!(lit.occlusion_recall > 0.9, "lighting: occlusion recall {}", lit.occlusion_recall);
+    assert!(lit.median_px < 1.0, "lighting: median error {} px", lit.median_px);
 }
 
 /// A directory unique to one test, removed when the test ends.

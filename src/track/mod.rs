@@ -39,7 +39,11 @@
 //!    brightness differs from the template's by more than a factor [`KltConfig::max_gain`] fails (a dark object
 //!    is not a bright one with a similar pattern). A flat patch (weighted standard deviation below
 //!    [`KltConfig::min_texture`]) only matches a flat template of similar brightness (within
-//!    [`KltConfig::flat_tolerance`] grey levels): a flat-colour occluder fails every textured template.
+//!    [`KltConfig::flat_tolerance`] grey levels): a flat-colour occluder fails every textured template. A faint
+//!    template (a plain surface, below `min_texture`) against a textured patch is judged by the NCC like any
+//!    other: uneven light (a coloured spot moving over a plain plate) gives a plain surface texture, and failing
+//!    that case outright flagged such points lost while they were in view (measured in docs/results.md, "the
+//!    tracker's flat-template rule"); an all-flat template has no pattern and scores 0.
 //!
 //! Otherwise the point becomes *lost* (visible = 0): it keeps a predicted position, its last position plus its
 //! last velocity, the velocity damped by [`KltConfig::damping`] every frame, so an occluded point coasts along

@@ -194,8 +194,11 @@ impl Template {
                     0.0
                 }
             }
-            (true, false) | (false, true) => 0.0,
-            (false, false) => {
+            // A flat patch where the template has texture: a flat-colour occluder.
+            (false, true) => 0.0,
+            // A faint template (a plain surface) may gain texture from uneven light (a moving coloured spot): the
+            // NCC judges whether the pattern is still the template's (an all-flat template scores 0).
+            (true, false) | (false, false) => {
                 let gain = (sum + 10.0) / (self.mean + 10.0);
                 if gain > config.max_gain || gain * config.max_gain < 1.0 {
                     return 0.0;

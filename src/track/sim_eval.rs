@@ -37,6 +37,10 @@ pub struct SimEvalRow {
     pub occluded: usize,
     /// Of the oracle-visible point-frames, the fraction the tracker keeps visible.
     pub kept_visible: f32,
+    /// False drops: visible point-frames the tracker turned lost while the oracle calls them visible, by the check
+    /// that failed ([`super::PointDiagnostics`]): `[LK solve failed or left the image, forward-backward error,
+    /// appearance]`.
+    pub false_drops: [usize; 3],
     /// Tracker time per frame in milliseconds (this machine, one thread).
     pub ms_per_frame: f64,
 }
@@ -71,11 +75,13 @@ pub fn evaluate_on_sim(
             let (mut errors, mut evaluated, mut points) = (Vec::new(), 0, 0);
             let (mut tp, mut fp, mut positives, mut vis_total, mut vis_kept, mut point_frames) = (0, 0, 0, 0, 0, 0);
             let (mut seconds, mut frames) = (0.0f64, 0usize);
+            let mut false_drops = [0usize; 3];
             for seed in seed_start..seed_start + episodes {
                 let spec = EpisodeSpec { task, seed, condition };
                 let mut state: Option<(KltTracker, Vec<usize>)> = None;
                 let mut skipped = false;
                 let mut out = Vec::new();
+                let mut before: Vec<[f32; 3]> = Vec::new();
                 crate::collect::run_expert(&sim_config, spec, |_, obs, _| {
                     let oracle = &obs.oracle_tracks.points;
                     if skipped {
@@ -88,16 +94,24 @@ pub fn evaluate_on_sim(
                             return Ok(());
                         }
                         let queries: Vec<[f32; 2]> = ids.iter().map(|&i| [oracle[i][0], oracle[i][1]]).collect();
-                        state = Some((KltTracker::new(config.clone(), &obs.image, &queries)?, ids));
+                        let tracker = KltTracker::new(config.clone(), &obs.image, &queries)?;
+                        before = tracker.current();
+                        state = Some((tracker, ids));
                         return Ok(());
                     };
                     let start = Instant::now();
                     tracker.track_into(FrameView::from(&obs.image), &mut out)?;
                     seconds += start.elapsed().as_secs_f64();
                     frames += 1;
+                    let diagnostics = tracker.diagnostics();
                     for (k, &i) in ids.iter().enumerate() {
                         let (truth, got) = (oracle[i], out[k]);
                         let (truly_visible, said_visible) = (truth[2] == 1.0, got[2] == 1.0);
+                        if truly_visible && !said_visible && before[k][2] == 1.0 {
+                            let d = diagnostics[k];
+                            let check = if d.fb_error.is_nan() { 0 } else if d.fb_error > config.fb_threshold { 1 } else { 2 };
+                            false_drops[check] += 1;
+                        }
                         point_frames += 1;
                         if truly_visible {
                             vis_total += 1;
@@ -114,6 +128,7 @@ pub fn evaluate_on_sim(
                             }
                         }
                     }
+                    std::mem::swap(&mut before, &mut out);
                     Ok(())
                 })?;
                 if let Some((_, ids)) = &state {
@@ -136,6 +151,7 @@ pub fn evaluate_on_sim(
                 occlusion_recall: ratio(tp, positives),
                 occluded: positives,
                 kept_visible: ratio(vis_kept, vis_total),
+                false_drops,
                 ms_per_frame: if frames == 0 { f64::NAN } else { 1e3 * seconds / frames as f64 },
             });
         }
@@ -147,12 +163,12 @@ pub fn evaluate_on_sim(
 pub fn sim_eval_table(rows: &[SimEvalRow]) -> String {
     let f = |v: f32, digits: usize| if v.is_nan() { "n/a".to_string() } else { format!("{v:.digits$}") };
     let mut s = format!(
-        "{:<13} {:<10} {:>3} {:>6} {:>7} {:>7} {:>7} {:>7} {:>8} {:>8} {:>7} {:>7} {:>6}\n",
-        "task", "variant", "ep", "points", "pt-frm", "med px", "p90 px", ">5 px", "occl P", "occl R", "occl n", "kept", "ms/f"
+        "{:<13} {:<10} {:>3} {:>6} {:>7} {:>7} {:>7} {:>7} {:>8} {:>8} {:>7} {:>7} {:>14} {:>6}\n",
+        "task", "variant", "ep", "points", "pt-frm", "med px", "p90 px", ">5 px", "occl P", "occl R", "occl n", "kept", "drop lk/fb/app", "ms/f"
     );
     for r in rows {
         s += &format!(
-            "{:<13} {:<10} {:>3} {:>6} {:>7} {:>7} {:>7} {:>7} {:>8} {:>8} {:>7} {:>7} {:>6.2}\n",
+            "{:<13} {:<10} {:>3} {:>6} {:>7} {:>7} {:>7} {:>7} {:>8} {:>8} {:>7} {:>7} {:>14} {:>6.2}\n",
             r.task,
             r.variant,
             r.episodes,
@@ -165,6 +181,7 @@ pub fn sim_eval_table(rows: &[SimEvalRow]) -> String {
             f(r.occlusion_recall, 3),
             r.occluded,
             f(r.kept_visible, 3),
+            format!("{}/{}/{}", r.false_drops[0], r.false_drops[1], r.false_drops[2]),
             r.ms_per_frame
         );
     }
