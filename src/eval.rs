@@ -25,14 +25,16 @@ use crate::policy::Policy;
 use crate::recording::EpisodeWriter;
 use crate::policy::observation::Frame;
 use crate::policy::runtime::{ActionQueue, ConditionBuffer, safe_action};
-use crate::sim::ood::Condition;
+use crate::sim::ood::{Condition, Variant};
 use crate::sim::task::TaskKind;
 use crate::sim::{EpisodeSpec, Observation, Sim, SimConfig};
 use crate::msg::ObjectPoses;
 
 /// One episode's current tick: the simulator's observation, its image, the keypoints, and the task objects' poses
 /// (recorded, and read by the privileged-state policy only).
-type Observed = (Observation, RgbImage, Vec<[f32; 3]>, ObjectPoses);
+/// One episode's tick: the observation, its frame, the keypoints, the object poses, and the frame under the
+/// default light for [`EvalConfig::unlit_encoder`].
+type Observed = (Observation, RgbImage, Vec<[f32; 3]>, ObjectPoses, Option<RgbImage>);
 
 /// Where GLUE's keypoints come from in the loop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -84,6 +86,20 @@ pub struct EvalConfig {
     /// patches are never zeroed (sec. III-C's occlusion handling switched off for them). Recordings keep what the
     /// policy saw.
     pub force_visible: Option<ForceVisible>,
+    /// An intervention test for the `lighting` variant: this encoder sees each tick rendered under the default
+    /// light ([`Sim::render_default_lighting`]) while everything else (the tracker, the other encoder, the
+    /// recordings) sees the lit frame, so a lighting drop can be traced to one encoder.
+    pub unlit_encoder: Option<UnlitEncoder>,
+}
+
+/// Which encoder [`EvalConfig::unlit_encoder`] shows the unlit frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum UnlitEncoder {
+    /// The policy's image encoder (GLUE's learnable global ViT, GLUE-S's, DP's ResNet).
+    Global,
+    /// GLUE's frozen local ViT, whose features at the keypoints are the key patches.
+    Local,
 }
 
 /// Which keypoints [`EvalConfig::force_visible`] marks visible.
@@ -335,6 +351,9 @@ pub struct EvalReport {
     /// [`EvalConfig::force_visible`] (absent: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub force_visible: Option<ForceVisible>,
+    /// [`EvalConfig::unlit_encoder`] (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unlit_encoder: Option<UnlitEncoder>,
     pub latency: Latency,
     pub per_episode: Vec<EpisodeResult>,
 }
@@ -457,6 +476,19 @@ pub fn evaluate(config: &EvalConfig, out: &Path, device: &Device) -> Result<Eval
         policy.config.policy.name()
     );
     policy.check_task(config.task.name()).wrap_err_with(|| format!("--checkpoint {}", config.checkpoint.display()))?;
+    if let Some(encoder) = config.unlit_encoder {
+        ensure!(
+            config.condition.variant == Variant::Lighting,
+            "--unlit-encoder: expected --variant lighting (it shows one encoder the frame without the lighting variant's lights), got {}",
+            config.condition.variant.name()
+        );
+        let kind = policy.config.policy;
+        let has = match encoder {
+            UnlitEncoder::Global => kind.uses_images(),
+            UnlitEncoder::Local => kind.uses_key_patches(),
+        };
+        ensure!(has, "--unlit-encoder {encoder:?}: the {} policy has no such encoder", kind.name());
+    }
     if let Some(ForceVisible::Object(n)) = config.force_visible {
         let queries = config.task.text_query();
         ensure!(
@@ -518,6 +550,10 @@ pub fn evaluate(config: &EvalConfig, out: &Path, device: &Device) -> Result<Eval
                 let started = Instant::now();
                 let obs = e.sim.observe();
                 let image = RgbImage::from_raw(w, h, obs.image.rgb.clone()).ok_or_else(|| eyre::eyre!("frame size"))?;
+                let unlit = match config.unlit_encoder {
+                    Some(_) => Some(RgbImage::from_raw(w, h, e.sim.render_default_lighting().rgb).ok_or_else(|| eyre::eyre!("frame size"))?),
+                    None => None,
+                };
                 e.times.sim_ms += ms(started);
                 let started = Instant::now();
                 let keypoints = match (config.keypoints, e.tracker.as_mut()) {
@@ -531,13 +567,13 @@ pub fn evaluate(config: &EvalConfig, out: &Path, device: &Device) -> Result<Eval
                 };
                 e.times.tracker_ms += ms(started);
                 let poses = e.sim.object_poses();
-                e.current = Some((obs, image, keypoints, poses));
+                e.current = Some((obs, image, keypoints, poses, unlit));
                 Ok(())
             })?;
             for e in active.iter_mut().filter(|e| config.keypoints == Keypoints::Tracker && e.tracker.is_none()) {
                 let started = Instant::now();
                 let encoder = grid.as_ref().expect("loaded for the tracker mode");
-                let (obs, image, keypoints, _) = e.current.as_mut().expect("observed above");
+                let (obs, image, keypoints, _, _) = e.current.as_mut().expect("observed above");
                 let grounder = OracleGrounder::new(episode_info(&e.sim, e.index).objects, w, h, obs.image.instance.clone())?;
                 let init = first_frame_keypoints_by_object(&grounder, encoder, image, &e.spec.task.text_query(), config.k, config.keypoint_seed, config.unseen_at, device)?;
                 let (init, objects): (Vec<[f32; 3]>, Vec<Option<usize>>) = init.into_iter().unzip();
@@ -554,9 +590,13 @@ pub fn evaluate(config: &EvalConfig, out: &Path, device: &Device) -> Result<Eval
             // One batched encoder pass for every episode's frame.
             let current: Vec<&Observed> =
                 active.iter().map(|e| e.current.as_ref().expect("observed above")).collect();
-            let images: Vec<&RgbImage> = current.iter().map(|c| &c.1).collect();
+            // The frame each encoder sees: the lit one, or for the --unlit-encoder, the same tick under the default light.
+            let seen_by = |encoder: UnlitEncoder| -> Vec<&RgbImage> {
+                current.iter().map(|c| if config.unlit_encoder == Some(encoder) { c.4.as_ref().unwrap_or(&c.1) } else { &c.1 }).collect()
+            };
+            let images = seen_by(UnlitEncoder::Global);
             let keypoints: Vec<Vec<[f32; 3]>> = current.iter().map(|c| c.2.clone()).collect();
-            let features = policy.key_features_batch(&images, &keypoints)?;
+            let features = policy.key_features_batch(&seen_by(UnlitEncoder::Local), &keypoints)?;
             let states: Vec<Vec<f32>> = current.iter().map(|c| c.0.robot_state.to_array().to_vec()).collect();
             let perceived: Vec<Vec<[f32; 7]>> = if policy.config.policy.uses_object_poses() {
                 active.iter().zip(&current).map(|(e, c)| e.pose_error.apply(&c.3.poses)).collect()
@@ -603,7 +643,7 @@ pub fn evaluate(config: &EvalConfig, out: &Path, device: &Device) -> Result<Eval
             // Act (every command through `safe_action`), record, and step the simulations.
             let video = config.video.is_some();
             for_each_parallel(&mut active, |e| {
-                let (obs, image, keypoints, poses) = e.current.take().expect("observed above");
+                let (obs, image, keypoints, poses, _) = e.current.take().expect("observed above");
                 let action = match e.queue.next(obs.timestamp_ns).map(safe_action) {
                     Some(Ok(action)) => action,
                     _ => {
@@ -718,6 +758,7 @@ fn write_report(config: &EvalConfig, policy: &str, results: Vec<EpisodeResult>, 
         unseen_at: config.unseen_at,
         object_pose_error: config.object_pose_error,
         force_visible: config.force_visible,
+        unlit_encoder: config.unlit_encoder,
         latency,
         per_episode: results,
     };
@@ -750,6 +791,7 @@ pub fn evaluate_in_dataflow(config: &EvalConfig, out: &Path, setup: &DataflowSet
         "--object-pose-error is in-process only: the graph's encoder reads the simulator's true object poses"
     );
     ensure!(config.force_visible.is_none(), "--force-visible is in-process only: the graph's encoder reads the tracker's flags");
+    ensure!(config.unlit_encoder.is_none(), "--unlit-encoder is in-process only: the graph's encoder reads the camera's frame");
     ensure!(
         config.keypoints == Keypoints::Tracker,
         "--keypoints oracle: the graph runs the perception pipeline (grounding and tracker nodes); oracle keypoints are in-process only"
@@ -957,6 +999,7 @@ mod tests {
             unseen_at: None,
             object_pose_error: 0.0,
             force_visible: None,
+            unlit_encoder: None,
             latency: Latency::default(),
             per_episode: vec![
                 episode(true, true, false, 0.01),

@@ -216,6 +216,11 @@ enum Command {
         /// keypoints are forced. In-process only.
         #[arg(long, value_name = "all|QUERY", value_parser = glue::eval::ForceVisible::parse)]
         force_visible: Option<glue::eval::ForceVisible>,
+        /// An intervention test for `--variant lighting`: this encoder (`global`: the policy's image encoder;
+        /// `local`: GLUE's frozen local ViT, the key patches) sees each tick rendered without the lighting
+        /// variant's lights, everything else the lit frame. In-process only.
+        #[arg(long, value_enum)]
+        unlit_encoder: Option<glue::eval::UnlitEncoder>,
         /// Run the episodes through the dora graph (`dora run`, one episode at a time) instead of in-process: the
         /// same nodes as the README's main job, its episodes kept in OUT/episodes, its settings in OUT/dataflow.yml.
         #[arg(long)]
@@ -607,6 +612,7 @@ fn loop_bench(repeats: u32, device: &burn::tensor::Device) -> eyre::Result<Strin
         unseen_at: None,
         object_pose_error: 0.0,
         force_visible: None,
+        unlit_encoder: None,
     };
     let report = glue::eval::evaluate(&config, &out, device);
     std::fs::remove_dir_all(&out).ok();
@@ -799,7 +805,7 @@ fn run(cli: Cli) -> eyre::Result<bool> {
             }
         }
         Command::Train(args) => train(args)?,
-        Command::Eval { checkpoint, scene, episodes, seed_start, keypoints, k, keypoint_seed, keypoint_weights, video, record, seed, parallel, temporal_ensemble, unseen_at, object_pose_error, force_visible, dataflow, graph, out, device } => {
+        Command::Eval { checkpoint, scene, episodes, seed_start, keypoints, k, keypoint_seed, keypoint_weights, video, record, seed, parallel, temporal_ensemble, unseen_at, object_pose_error, force_visible, unlit_encoder, dataflow, graph, out, device } => {
             eyre::ensure!(episodes >= 1, "--episodes: expected at least 1");
             let config = EvalConfig {
                 checkpoint,
@@ -820,6 +826,7 @@ fn run(cli: Cli) -> eyre::Result<bool> {
                 unseen_at,
                 object_pose_error,
                 force_visible,
+                unlit_encoder,
             };
             let report = if dataflow {
                 eyre::ensure!(device == DeviceKind::Cpu, "--device {device:?}: the graph's nodes run on the CPU; --device is for the in-process evaluation");

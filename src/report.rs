@@ -223,6 +223,7 @@ pub(crate) mod tests {
             unseen_at: None,
             object_pose_error: 0.0,
             force_visible: None,
+            unlit_encoder: None,
             latency: Latency::default(),
             per_episode: Vec::new(),
         }

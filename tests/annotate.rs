@@ -1,6 +1,7 @@
 //! `glue annotate` on a copy of a shipped recording: every tick gains the tracker's keypoints, the first frame's
 //! keypoints lie on the task objects, and everything else in the file is unchanged. `glue eval --keypoint-seed`
-//! extracts and tracks the keypoints as `glue annotate --seed` does; `glue eval --force-visible` overrides the flags.
+//! extracts and tracks the keypoints as `glue annotate --seed` does; `glue eval --force-visible` overrides the flags,
+//! and `glue eval --unlit-encoder` shows one encoder the frame without the lighting variant's lights.
 
 use std::path::PathBuf;
 
@@ -99,4 +100,38 @@ fn eval_force_visible_sets_the_visibility_flags() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_glue")).args(args).current_dir(&root).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("--force-visible 1") && err.contains("red button"), "{err}");
+}
+
+/// `glue eval --unlit-encoder` (the lighting intervention): the named encoder sees each tick without the lighting
+/// variant's lights. On one lit push-button episode the recordings keep the lit frames whichever encoder is
+/// shown the unlit ones, the policy's actions change with either (so the unlit frame reaches that encoder), and
+/// eval.json names the intervention; without `--variant lighting` it is refused.
+#[test]
+fn eval_unlit_encoder_shows_one_encoder_the_unlit_frame() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let run = |name: &str, extra: &[&str]| {
+        let dir = std::env::temp_dir().join(format!("glue-eval-unlit-{}-{name}", std::process::id()));
+        let args = ["eval", "--checkpoint", "checkpoints/push-button-glue-small", "--task", "push-button", "--variant", "lighting", "--strength", "0.5", "--episodes", "1", "--seed-start", "1000", "--record"];
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_glue")).args(args).args(extra).arg("--out").arg(&dir).current_dir(&root).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("eval.json")).unwrap()).unwrap();
+        let recorded = std::fs::read_dir(dir.join("episodes")).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|x| x == "arrow")).unwrap();
+        let ticks = read_episode(&recorded).unwrap().ticks;
+        std::fs::remove_dir_all(&dir).unwrap();
+        let first_image = ticks[0].image.clone();
+        let actions: Vec<u32> = ticks.iter().flat_map(|t| t.action.to_array()).map(f32::to_bits).collect();
+        (report["unlit_encoder"].as_str().map(String::from), first_image, actions)
+    };
+    let (named, lit_image, lit_actions) = run("lit", &[]);
+    assert_eq!(named, None, "eval.json names the option only when set");
+    for encoder in ["global", "local"] {
+        let (named, image, actions) = run(encoder, &["--unlit-encoder", encoder]);
+        assert_eq!(named.as_deref(), Some(encoder));
+        assert_eq!(image, lit_image, "{encoder}: the recording keeps the lit frame");
+        assert_ne!(actions, lit_actions, "{encoder}: the unlit frame changed nothing the policy did");
+    }
+    let args = ["eval", "--checkpoint", "checkpoints/push-button-glue-small", "--task", "push-button", "--episodes", "1", "--unlit-encoder", "global", "--out", "/tmp/never"];
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_glue")).args(args).current_dir(&root).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("--variant lighting"), "{err}");
 }

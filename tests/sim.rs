@@ -39,6 +39,19 @@ fn same_task_seed_and_variant_give_the_same_episode_bit_for_bit() {
     }
 }
 
+/// `glue eval --unlit-encoder`'s frame: a lighting-variant scene rendered under the default light is the clean
+/// scene of the same seed, pixel for pixel, and not the lit frame.
+#[test]
+fn the_default_lighting_render_of_a_lit_scene_is_the_clean_scene() {
+    let config = SimConfig::default();
+    let mut lit = Sim::new(&config, spec(TaskKind::PlaceFruit, 1003, Variant::Lighting, 0.5));
+    let mut clean = Sim::new(&config, spec(TaskKind::PlaceFruit, 1003, Variant::None, 0.0));
+    let unlit = lit.render_default_lighting();
+    let (lit_frame, clean_frame) = (lit.observe().image, clean.observe().image);
+    assert_eq!(unlit.rgb, clean_frame.rgb, "the unlit render differs from the clean scene");
+    assert_ne!(unlit.rgb, lit_frame.rgb, "the lights changed nothing");
+}
+
 #[test]
 fn different_seeds_give_different_layouts() {
     let config = SimConfig::default();

@@ -240,6 +240,13 @@ impl Sim {
         items
     }
 
+    /// The camera's view of the current tick under the default studio light, the disturbance's drawables kept:
+    /// what [`Self::observe`] would show without the `lighting` variant's lights (`glue eval --unlit-encoder`).
+    pub fn render_default_lighting(&mut self) -> render::Frame {
+        let items = self.drawables();
+        self.renderer.render(&self.camera, &render::Lighting::default(), &items)
+    }
+
     /// Renders the camera and reads the robot and oracle tracks at the current tick.
     pub fn observe(&mut self) -> Observation {
         let items = self.drawables();
