@@ -30,10 +30,9 @@ use crate::sim::task::TaskKind;
 use crate::sim::{EpisodeSpec, Observation, Sim, SimConfig};
 use crate::msg::ObjectPoses;
 
-/// One episode's current tick: the simulator's observation, its image, the keypoints, and the task objects' poses
-/// (recorded, and read by the privileged-state policy only).
-/// One episode's tick: the observation, its frame, the keypoints, the object poses, and the frame under the
-/// default light for [`EvalConfig::unlit_encoder`].
+/// One episode's current tick: the simulator's observation, its image, the keypoints, the task objects' poses
+/// (recorded, and read by the privileged-state policy only), and the frame under the default light for
+/// [`EvalConfig::unlit_encoder`].
 type Observed = (Observation, RgbImage, Vec<[f32; 3]>, ObjectPoses, Option<RgbImage>);
 
 /// Where GLUE's keypoints come from in the loop.

@@ -72,22 +72,38 @@ fn annotate_fills_the_keypoints_column_and_keeps_the_rest() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Runs `glue eval` on one push-button episode of held-out seed 1000 under `variant` (strength 0.5) with
+/// `--record` and `extra`; returns eval.json and the recorded episode's ticks (the output folder is removed).
+fn eval_one_recorded(tag: &str, variant: &str, extra: &[&str]) -> (serde_json::Value, Vec<glue::recording::Tick>) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let dir = std::env::temp_dir().join(format!("glue-eval-{tag}-{}", std::process::id()));
+    let args = ["eval", "--checkpoint", "checkpoints/push-button-glue-small", "--task", "push-button", "--variant", variant, "--strength", "0.5", "--episodes", "1", "--seed-start", "1000", "--record"];
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_glue")).args(args).args(extra).arg("--out").arg(&dir).current_dir(&root).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("eval.json")).unwrap()).unwrap();
+    let recorded = std::fs::read_dir(dir.join("episodes")).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|x| x == "arrow")).unwrap();
+    let ticks = read_episode(&recorded).unwrap().ticks;
+    std::fs::remove_dir_all(&dir).unwrap();
+    (report, ticks)
+}
+
+/// The error of a push-button `glue eval` that must be refused before it runs (`extra` holds the bad option).
+fn eval_refused(extra: &[&str]) -> String {
+    let args = ["eval", "--checkpoint", "checkpoints/push-button-glue-small", "--task", "push-button", "--episodes", "1", "--out", "/tmp/never"];
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_glue")).args(args).args(extra).current_dir(env!("CARGO_MANIFEST_DIR")).output().unwrap();
+    assert!(!out.status.success(), "glue eval {extra:?} ran");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// `glue eval --force-visible` (the intervention test of sec. III-C's zeroing): the policy sees the chosen keypoints
 /// as visible. On an occlusion scene where the tracker flags keypoints hidden, the recorded keypoints (what the
 /// policy saw) carry flags of 0 without the option and only 1 with `all`; eval.json names the intervention; a
 /// query index beyond the task's queries is refused.
 #[test]
 fn eval_force_visible_sets_the_visibility_flags() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let run = |name: &str, extra: &[&str]| {
-        let dir = std::env::temp_dir().join(format!("glue-eval-force-visible-{}-{name}", std::process::id()));
-        let args = ["eval", "--checkpoint", "checkpoints/push-button-glue-small", "--task", "push-button", "--variant", "occlusion", "--strength", "0.5", "--episodes", "1", "--seed-start", "1000", "--record"];
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_glue")).args(args).args(extra).arg("--out").arg(&dir).current_dir(&root).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("eval.json")).unwrap()).unwrap();
-        let recorded = std::fs::read_dir(dir.join("episodes")).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|x| x == "arrow")).unwrap();
-        let flags: Vec<f32> = read_episode(&recorded).unwrap().ticks.into_iter().flat_map(|t| t.keypoints.unwrap().points).map(|p| p[2]).collect();
-        std::fs::remove_dir_all(&dir).unwrap();
+        let (report, ticks) = eval_one_recorded(&format!("force-visible-{name}"), "occlusion", extra);
+        let flags: Vec<f32> = ticks.into_iter().flat_map(|t| t.keypoints.unwrap().points).map(|p| p[2]).collect();
         (report["force_visible"].as_str().map(String::from), flags)
     };
     let (named, flags) = run("tracker", &[]);
@@ -96,10 +112,8 @@ fn eval_force_visible_sets_the_visibility_flags() {
     let (named, flags) = run("forced", &["--force-visible", "all"]);
     assert_eq!(named.as_deref(), Some("all"));
     assert!(flags.iter().all(|&v| v == 1.0), "every keypoint the policy saw is visible");
-    let args = ["eval", "--checkpoint", "checkpoints/push-button-glue-small", "--task", "push-button", "--episodes", "1", "--force-visible", "1", "--out", "/tmp/never"];
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_glue")).args(args).current_dir(&root).output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("--force-visible 1") && err.contains("red button"), "{err}");
+    let err = eval_refused(&["--force-visible", "1"]);
+    assert!(err.contains("--force-visible 1") && err.contains("red button"), "{err}");
 }
 
 /// `glue eval --unlit-encoder` (the lighting intervention): the named encoder sees each tick without the lighting
@@ -108,19 +122,10 @@ fn eval_force_visible_sets_the_visibility_flags() {
 /// eval.json names the intervention; without `--variant lighting` it is refused.
 #[test]
 fn eval_unlit_encoder_shows_one_encoder_the_unlit_frame() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let run = |name: &str, extra: &[&str]| {
-        let dir = std::env::temp_dir().join(format!("glue-eval-unlit-{}-{name}", std::process::id()));
-        let args = ["eval", "--checkpoint", "checkpoints/push-button-glue-small", "--task", "push-button", "--variant", "lighting", "--strength", "0.5", "--episodes", "1", "--seed-start", "1000", "--record"];
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_glue")).args(args).args(extra).arg("--out").arg(&dir).current_dir(&root).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("eval.json")).unwrap()).unwrap();
-        let recorded = std::fs::read_dir(dir.join("episodes")).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|x| x == "arrow")).unwrap();
-        let ticks = read_episode(&recorded).unwrap().ticks;
-        std::fs::remove_dir_all(&dir).unwrap();
-        let first_image = ticks[0].image.clone();
+        let (report, ticks) = eval_one_recorded(&format!("unlit-{name}"), "lighting", extra);
         let actions: Vec<u32> = ticks.iter().flat_map(|t| t.action.to_array()).map(f32::to_bits).collect();
-        (report["unlit_encoder"].as_str().map(String::from), first_image, actions)
+        (report["unlit_encoder"].as_str().map(String::from), ticks[0].image.clone(), actions)
     };
     let (named, lit_image, lit_actions) = run("lit", &[]);
     assert_eq!(named, None, "eval.json names the option only when set");
@@ -130,8 +135,6 @@ fn eval_unlit_encoder_shows_one_encoder_the_unlit_frame() {
         assert_eq!(image, lit_image, "{encoder}: the recording keeps the lit frame");
         assert_ne!(actions, lit_actions, "{encoder}: the unlit frame changed nothing the policy did");
     }
-    let args = ["eval", "--checkpoint", "checkpoints/push-button-glue-small", "--task", "push-button", "--episodes", "1", "--unlit-encoder", "global", "--out", "/tmp/never"];
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_glue")).args(args).current_dir(&root).output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("--variant lighting"), "{err}");
+    let err = eval_refused(&["--unlit-encoder", "global"]);
+    assert!(err.contains("--variant lighting"), "{err}");
 }
