@@ -73,9 +73,9 @@ impl OffsetProcess {
     }
 }
 
-/// Runs the expert on `spec` until the episode is done, calling `on_tick` with every observation and the action
-/// taken after it.
-pub fn run_expert(config: &SimConfig, spec: EpisodeSpec, on_tick: impl FnMut(&Sim, Observation, &Action) -> eyre::Result<()>) -> eyre::Result<Outcome> {
+/// Runs the expert on `spec` until the episode is done, calling `on_tick` with the simulator (mutable, so that it
+/// may render extra views of the tick), every observation and the action taken after it.
+pub fn run_expert(config: &SimConfig, spec: EpisodeSpec, on_tick: impl FnMut(&mut Sim, Observation, &Action) -> eyre::Result<()>) -> eyre::Result<Outcome> {
     run_noisy_expert(config, spec, None, on_tick)
 }
 
@@ -85,7 +85,7 @@ pub fn run_noisy_expert(
     config: &SimConfig,
     spec: EpisodeSpec,
     noise: Option<ExecutionNoise>,
-    mut on_tick: impl FnMut(&Sim, Observation, &Action) -> eyre::Result<()>,
+    mut on_tick: impl FnMut(&mut Sim, Observation, &Action) -> eyre::Result<()>,
 ) -> eyre::Result<Outcome> {
     let mut sim = Sim::new(config, spec);
     let mut expert = Expert::new(spec.task, &sim.object_poses(), &sim.robot_state(), config.control_hz)?;
@@ -100,7 +100,7 @@ pub fn run_noisy_expert(
             executed.position = (glam::Vec3::from(label.position) + offset).to_array();
             expert.set_execution_offset(offset);
         }
-        on_tick(&sim, obs, &label)?;
+        on_tick(&mut sim, obs, &label)?;
         sim.step(&executed);
     }
     Ok(Outcome { success: sim.success(), ticks: sim.frame(), regrasps: expert.regrasps() })

@@ -154,6 +154,13 @@ enum Command {
         /// Held-out evaluation episodes per task and variant.
         #[arg(long, default_value_t = 2)]
         eval_episodes: u64,
+        /// Cut view B of the `lighting` variant's frames from the same tick under the default studio light (module
+        /// doc of `glue::pretrain`).
+        #[arg(long)]
+        relit_pairs: bool,
+        /// Train nothing: evaluate the encoder already in --out (rewrites its correspondence.json and .png).
+        #[arg(long)]
+        evaluate_only: bool,
         /// Output folder (config.json, model.safetensors, preprocessor_config.json, reports).
         #[arg(long, default_value = SMALL_LOCAL_ENCODER)]
         out: PathBuf,
@@ -749,17 +756,34 @@ fn pretrain(config: &PretrainConfig, eval_episodes: u64, out: &PathBuf) -> eyre:
         "trained on {} frames in {:.0} s (rendering {:.0} s): loss {:.3} -> {:.3}; wrote {}",
         summary.frames, summary.train_seconds, summary.render_seconds, summary.loss_start, summary.loss_end, out.display()
     );
+    print_correspondence(&report);
+    Ok(())
+}
+
+fn print_correspondence(report: &glue::pretrain::CorrespondenceReport) {
     println!(
         "correspondence on {} held-out pairs, frame 0 -> t at {:?} of the episode (error: matched cell centre to truth):",
         report.pairs, report.frame_fractions
     );
-    for (set, scores) in [("all points", report.all), ("moved > 16 px", report.moved)] {
-        println!("  {set} ({} points):", scores.pretrained.points);
+    let lighting = report.lighting;
+    let sets = [
+        ("all points", report.all, String::new()),
+        ("moved > 16 px", report.moved, String::new()),
+        (
+            "lit -> unlit render of the same tick, lighting episodes",
+            lighting.matches,
+            format!(
+                ", {} frames; cell cosine lit/unlit median: pretrained {:.3}, random init {:.3}; zero motion = a perfectly invariant encoder",
+                lighting.frames, lighting.cosine_pretrained, lighting.cosine_random_init
+            ),
+        ),
+    ];
+    for (set, scores, extra) in sets {
+        println!("  {set} ({} points{extra}):", scores.pretrained.points);
         for (name, s) in [("pretrained", scores.pretrained), ("random init", scores.random_init), ("zero motion", scores.zero_motion)] {
             println!("    {name:<12} median {:5.1} px, mean {:5.1} px, within {} px {:5.1}%", s.median_px, s.mean_px, report.within_px, 100.0 * s.within_16px);
         }
     }
-    Ok(())
 }
 
 fn run(cli: Cli) -> eyre::Result<bool> {
@@ -793,9 +817,14 @@ fn run(cli: Cli) -> eyre::Result<bool> {
             println!("wrote {}", out.display());
         }
         Command::Keypoints(args) => keypoints(&args)?,
-        Command::Pretrain { steps, batch, seed, lr, temperature, episodes, eval_episodes, out } => {
-            let config = PretrainConfig { steps, batch, seed, lr, temperature, episodes, ..PretrainConfig::default() };
-            pretrain(&config, eval_episodes, &out)?;
+        Command::Pretrain { steps, batch, seed, lr, temperature, episodes, eval_episodes, relit_pairs, evaluate_only, out } => {
+            if evaluate_only {
+                println!("evaluating {} ...", out.display());
+                print_correspondence(&glue::pretrain::evaluate_checkpoint(&out, eval_episodes, seed.wrapping_add(1))?);
+            } else {
+                let config = PretrainConfig { steps, batch, seed, lr, temperature, episodes, relit_pairs, ..PretrainConfig::default() };
+                pretrain(&config, eval_episodes, &out)?;
+            }
         }
         Command::Annotate { paths, weights, k, seed } => {
             let device = burn::tensor::Device::flex();

@@ -33,6 +33,12 @@
 //!   of 0.35-0.7 of the frame (78-157 px) centre the training scale on that while teaching some scale
 //!   invariance, and views of different size and offset make position embeddings useless as a shortcut.
 //! * **Colour jitter** for the `lighting` variant's party lights, which tint and dim the scene over time.
+//! * **Relit pairs** (`--relit-pairs`, off by default, not in the shipped checkpoint): for frames of the
+//!   `lighting` variant, view B is cut from the same tick rendered under the default studio light
+//!   ([`Sim::render_default_lighting`]), so the positives also differ by the simulator's own coloured, moving
+//!   lights (shading, highlights, tinted shadows), which a global colour jitter cannot imitate. It uses the
+//!   simulator's privilege only to make views of one scene under two lights, the multi-illumination pairs a real
+//!   data set would need a controlled light for; the evaluation's lighting episodes are held out as before.
 //! * **Size.** One step of batch 16 is two forward/backward passes of 16 images of 197 tokens through a 4-layer
 //!   width-96 ViT; AdamW (lr 1e-3, weight decay 0.05, 5% warm-up then cosine to 5%, gradient norm clipped at 1)
 //!   makes visible progress in a few hundred such steps, which fit the few-minutes budget on 2 CPU cores.
@@ -51,7 +57,15 @@
 //! cosine-nearest cell of frame t; the error is the distance from that cell's centre to the oracle position in
 //! frame t. [`CorrespondenceReport`] gives the median error and the fraction within 16 px for the pretrained
 //! encoder, the same architecture at a seeded random init, and the zero-motion guess (the query's own cell),
-//! which shows how much the scene moved. `OUT/correspondence.png` shows a few pairs, one per row: frame 0 with the
+//! which shows how much the scene moved.
+//!
+//! **Lighting invariance** ([`LightingReport`]): on the held-out `lighting` episodes, each evaluation frame is
+//! also rendered under the default studio light; every visible oracle point's cell in the lit frame is matched
+//! into the unlit render of the same tick (the truth is the point itself, so the zero-motion guess is the floor
+//! of a perfectly invariant encoder) and the cosine similarity of its cell's feature lit and unlit is taken.
+//! GLUE's key patches are read from the lit frames while the policy was trained on clean ones, so this is what
+//! the policy's lighting drop depends on (docs/results.md, "the drop is in the frozen local encoder's key
+//! patches"). `OUT/correspondence.png` shows a few pairs, one per row: frame 0 with the
 //! queries (cyan), then frame t with the pretrained encoder's matches and with the random encoder's (green within
 //! 16 px of the truth, red beyond; the true positions are white rings).
 //!
@@ -68,6 +82,10 @@
 //! Most oracle points barely move within these short expert episodes, so the median is at the grid's
 //! quantisation floor for every matcher and zero motion is a strong guess; the pretrained encoder's gain shows in
 //! the within-16-px fraction and on the moved points, where it is the only matcher better than zero motion.
+//!
+//! A later rerun of this evaluation (`--evaluate-only`, with the episodes rendered by the simulator as it is now)
+//! and the lighting invariance of the shipped encoder and of a `--relit-pairs` one are in the README ("The small
+//! local encoder").
 //!
 //! The saved folder loads in `transformers` 4.56.2 (`CLIPVisionModel.from_pretrained`, no missing or unexpected
 //! keys); on a 112 px quadrant of a held-out frame (both sides preprocessing with their own `CLIPImageProcessor`)
@@ -91,7 +109,7 @@ use serde::{Deserialize, Serialize};
 use crate::collect::run_expert;
 use crate::sim::ood::{Condition, Variant};
 use crate::sim::task::TaskKind;
-use crate::sim::{EpisodeSpec, SimConfig};
+use crate::sim::{EpisodeSpec, Sim, SimConfig};
 use crate::vit::{ClipVisionConfig, ClipVisionModel, GridEncoder, ImageProcessor, Resize};
 use crate::viz::{PointStyle, draw_points};
 
@@ -137,6 +155,9 @@ pub struct PretrainConfig {
     pub crop_scale: [f32; 2],
     /// Largest offset of view B's centre from view A's, in view A crop sides.
     pub max_shift: f32,
+    /// Cut view B of the `lighting` variant's frames from the same tick under the default studio light.
+    #[serde(default)]
+    pub relit_pairs: bool,
 }
 
 impl Default for PretrainConfig {
@@ -153,6 +174,7 @@ impl Default for PretrainConfig {
             frame_stride: 6,
             crop_scale: [0.35, 0.7],
             max_shift: 0.4,
+            relit_pairs: false,
         }
     }
 }
@@ -172,9 +194,22 @@ fn frame_image(frame: &crate::sim::render::Frame) -> eyre::Result<RgbImage> {
     RgbImage::from_raw(frame.width, frame.height, frame.rgb.clone()).ok_or_else(|| eyre!("bad frame buffer"))
 }
 
+/// The tick `sim` shows now under the default studio light, for the frames of the `lighting` variant.
+fn unlit_view(sim: &mut Sim, variant: Variant) -> eyre::Result<Option<RgbImage>> {
+    (variant == Variant::Lighting).then(|| frame_image(&sim.render_default_lighting())).transpose()
+}
+
+/// One training frame; with [`PretrainConfig::relit_pairs`], a frame of the `lighting` variant also carries the
+/// same tick under the default studio light, from which view B is cut.
+#[derive(Clone, Debug)]
+pub struct TrainFrame {
+    pub image: RgbImage,
+    pub unlit: Option<RgbImage>,
+}
+
 /// Renders the training frames: the scripted expert over every task and variant, `episodes` episodes each
-/// (seeds `0..episodes`), keeping every `stride`-th 224x224 frame.
-pub fn render_frames(episodes: u64, stride: u32) -> eyre::Result<Vec<RgbImage>> {
+/// (seeds `0..episodes`), keeping every `stride`-th 224x224 frame (with its unlit render when `relit_pairs`).
+pub fn render_frames(episodes: u64, stride: u32, relit_pairs: bool) -> eyre::Result<Vec<TrainFrame>> {
     ensure!(stride >= 1, "frame stride must be at least 1");
     ensure!(episodes <= EVAL_SEED_START, "training seeds would reach the held-out evaluation seeds");
     let config = SimConfig::default();
@@ -183,9 +218,10 @@ pub fn render_frames(episodes: u64, stride: u32) -> eyre::Result<Vec<RgbImage>> 
         for variant in Variant::ALL {
             for seed in 0..episodes {
                 let spec = EpisodeSpec { task, seed, condition: condition(variant) };
-                run_expert(&config, spec, |_, obs, _| {
+                run_expert(&config, spec, |sim, obs, _| {
                     if obs.frame.is_multiple_of(stride) {
-                        frames.push(frame_image(&obs.image)?);
+                        let unlit = if relit_pairs { unlit_view(sim, variant)? } else { None };
+                        frames.push(TrainFrame { image: frame_image(&obs.image)?, unlit });
                     }
                     Ok(())
                 })?;
@@ -203,6 +239,8 @@ pub struct EvalEpisode {
     pub seed: u64,
     /// `(t, image, oracle points)`; the first entry is frame 0.
     pub frames: Vec<(u32, RgbImage, Vec<[f32; 3]>)>,
+    /// For the `lighting` variant, each of `frames` rendered under the default studio light; empty otherwise.
+    pub unlit: Vec<RgbImage>,
 }
 
 /// Renders `episodes` held-out episodes per task and variant (seeds from [`EVAL_SEED_START`]).
@@ -213,18 +251,20 @@ pub fn eval_episodes(episodes: u64, fractions: &[f32]) -> eyre::Result<Vec<EvalE
         for variant in Variant::ALL {
             for i in 0..episodes {
                 let seed = EVAL_SEED_START + i;
-                let mut all = Vec::new();
+                let (mut all, mut unlit_all) = (Vec::new(), Vec::new());
                 let spec = EpisodeSpec { task, seed, condition: condition(variant) };
-                run_expert(&config, spec, |_, obs, _| {
+                run_expert(&config, spec, |sim, obs, _| {
                     all.push((obs.frame, frame_image(&obs.image)?, obs.oracle_tracks.points.clone()));
+                    unlit_all.extend(unlit_view(sim, variant)?);
                     Ok(())
                 })?;
                 let last = all.len().saturating_sub(1) as f32;
                 let mut keep: Vec<usize> = fractions.iter().map(|f| (f.clamp(0.0, 1.0) * last).round() as usize).collect();
                 keep.insert(0, 0);
                 keep.dedup();
-                let frames = keep.into_iter().filter_map(|i| all.get(i).cloned()).collect();
-                out.push(EvalEpisode { task, variant, seed, frames });
+                let frames = keep.iter().filter_map(|&i| all.get(i).cloned()).collect();
+                let unlit = keep.iter().filter_map(|&i| unlit_all.get(i).cloned()).collect();
+                out.push(EvalEpisode { task, variant, seed, frames, unlit });
             }
         }
     }
@@ -342,7 +382,7 @@ fn crop_view(frame: &RgbImage, view: &View, jitter: &Jitter, processor: &ImagePr
 }
 
 fn make_batch(
-    frames: &[RgbImage],
+    frames: &[TrainFrame],
     rng: &mut ChaCha8Rng,
     config: &PretrainConfig,
     processor: &ImageProcessor,
@@ -351,11 +391,13 @@ fn make_batch(
     let mut batch = Batch { size: config.batch, a: Vec::new(), b: Vec::new(), ab: Vec::new(), ba: Vec::new() };
     for _ in 0..config.batch {
         let frame = &frames[rng.random_range(0..frames.len())];
-        ensure!(frame.width() == frame.height(), "training frames must be square");
-        let (va, vb) = sample_views(rng, frame.width(), config);
+        let (image, image_b) = (&frame.image, frame.unlit.as_ref().unwrap_or(&frame.image));
+        ensure!(image.width() == image.height(), "training frames must be square");
+        ensure!(image_b.dimensions() == image.dimensions(), "a training frame's unlit render must have its size");
+        let (va, vb) = sample_views(rng, image.width(), config);
         let (ja, jb) = (Jitter::sample(rng), Jitter::sample(rng));
-        batch.a.extend(crop_view(frame, &va, &ja, processor)?);
-        batch.b.extend(crop_view(frame, &vb, &jb, processor)?);
+        batch.a.extend(crop_view(image, &va, &ja, processor)?);
+        batch.b.extend(crop_view(image_b, &vb, &jb, processor)?);
         batch.ab.push(correspondence(&va, &vb, grid));
         batch.ba.push(correspondence(&vb, &va, grid));
     }
@@ -440,7 +482,7 @@ pub fn init_encoder(config: &ClipVisionConfig, seed: u64, device: &Device) -> Cl
 }
 
 /// The loss of a fixed, seeded batch of views (for before/after comparisons); `model` on a plain device.
-pub fn fixed_batch_loss(model: &ClipVisionModel, frames: &[RgbImage], config: &PretrainConfig, seed: u64) -> eyre::Result<f32> {
+pub fn fixed_batch_loss(model: &ClipVisionModel, frames: &[TrainFrame], config: &PretrainConfig, seed: u64) -> eyre::Result<f32> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let batch = make_batch(frames, &mut rng, config, &view_processor(&config.encoder))?;
     Ok(batch_loss(model, &batch, config, &Device::flex()).into_scalar::<f32>())
@@ -450,7 +492,7 @@ pub fn fixed_batch_loss(model: &ClipVisionModel, frames: &[RgbImage], config: &P
 /// is called after every step. Returns the encoder on the plain CPU device and the loss of every step.
 pub fn train(
     config: &PretrainConfig,
-    frames: &[RgbImage],
+    frames: &[TrainFrame],
     mut on_step: impl FnMut(usize, f32),
 ) -> eyre::Result<(ClipVisionModel, Vec<f32>)> {
     ensure!(!frames.is_empty(), "pretrain: no training frames");
@@ -657,6 +699,54 @@ pub fn evaluate_matches(encoder: &GridEncoder, episodes: &[EvalEpisode], device:
     Ok(out)
 }
 
+/// Each visible oracle point of the `lighting` episodes' evaluation frames matched from the lit frame into the
+/// unlit render of the same tick, with the cosine similarity of its cell's feature lit and unlit; one list per
+/// frame.
+pub fn evaluate_relighting(encoder: &GridEncoder, episodes: &[EvalEpisode], device: &Device) -> eyre::Result<Vec<Vec<(PointMatch, f32)>>> {
+    let mut out = Vec::new();
+    for episode in episodes {
+        for ((_, lit, points), unlit) in episode.frames.iter().zip(&episode.unlit) {
+            let (lit, unlit) = (local_grid(encoder, lit, device)?, local_grid(encoder, unlit, device)?);
+            let cosine = |m: &PointMatch| {
+                let cell = lit.cell_at(m.query[0], m.query[1]);
+                lit.row(cell).iter().zip(unlit.row(cell)).map(|(a, b)| a * b).sum::<f32>()
+            };
+            out.push(match_points(&lit, &unlit, points, points).into_iter().map(|m| (m, cosine(&m))).collect());
+        }
+    }
+    Ok(out)
+}
+
+/// Lighting invariance on the held-out `lighting` episodes (module doc): a point's cell in the lit frame matched
+/// into the unlit render of the same tick.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LightingReport {
+    /// Frames evaluated (each lit and unlit).
+    pub frames: usize,
+    /// Match errors; `zero_motion` (the point's own cell) is the floor of a perfectly invariant encoder.
+    pub matches: Scores,
+    /// Median cosine similarity of a point's cell feature lit and unlit.
+    pub cosine_pretrained: f32,
+    pub cosine_random_init: f32,
+}
+
+impl LightingReport {
+    fn of(ours: &[Vec<(PointMatch, f32)>], theirs: &[Vec<(PointMatch, f32)>]) -> Self {
+        let matches = |m: &[Vec<(PointMatch, f32)>]| -> Vec<Vec<PointMatch>> { m.iter().map(|f| f.iter().map(|p| p.0).collect()).collect() };
+        let median_cosine = |m: &[Vec<(PointMatch, f32)>]| {
+            // The median of the negated cosines is the negated median; `CorrespondenceScore` sorts ascending.
+            let negated: Vec<f32> = m.iter().flatten().map(|p| -p.1).collect();
+            -CorrespondenceScore::of(&negated).median_px
+        };
+        Self {
+            frames: ours.len(),
+            matches: Scores::of(&matches(ours), &matches(theirs), |_| true),
+            cosine_pretrained: median_cosine(ours),
+            cosine_random_init: median_cosine(theirs),
+        }
+    }
+}
+
 /// What `glue pretrain` writes to `correspondence.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CorrespondenceReport {
@@ -672,6 +762,8 @@ pub struct CorrespondenceReport {
     pub all: Scores,
     /// The points that moved more than `within_px` between frame 0 and frame t (where the zero-motion guess fails).
     pub moved: Scores,
+    /// Lit against unlit renders of the same ticks.
+    pub lighting: LightingReport,
 }
 
 /// The three matchers on one set of points.
@@ -722,8 +814,13 @@ pub fn compare(
 ) -> eyre::Result<Evaluation> {
     let device = Device::flex();
     let grid = |model: ClipVisionModel| GridEncoder::new(model, config.clone(), processor.clone(), 2);
-    let ours = evaluate_matches(&grid(pretrained.clone()), episodes, &device)?;
-    let theirs = evaluate_matches(&grid(init_encoder(config, random_seed, &device)), episodes, &device)?;
+    let (pretrained, random) = (grid(pretrained.clone()), grid(init_encoder(config, random_seed, &device)));
+    let ours = evaluate_matches(&pretrained, episodes, &device)?;
+    let theirs = evaluate_matches(&random, episodes, &device)?;
+    let lighting = LightingReport::of(
+        &evaluate_relighting(&pretrained, episodes, &device)?,
+        &evaluate_relighting(&random, episodes, &device)?,
+    );
     let report = CorrespondenceReport {
         episodes: episodes.len(),
         pairs: ours.len(),
@@ -732,6 +829,7 @@ pub fn compare(
         random_init_seed: random_seed,
         all: Scores::of(&ours, &theirs, |_| true),
         moved: Scores::of(&ours, &theirs, PointMatch::moved),
+        lighting,
     };
     Ok(Evaluation { report, pretrained: ours, random_init: theirs })
 }
@@ -816,7 +914,7 @@ pub fn run(
     on_step: impl FnMut(usize, f32),
 ) -> eyre::Result<(TrainingSummary, CorrespondenceReport)> {
     let started = Instant::now();
-    let frames = render_frames(config.episodes, config.frame_stride)?;
+    let frames = render_frames(config.episodes, config.frame_stride, config.relit_pairs)?;
     let render_seconds = started.elapsed().as_secs_f64();
     let started = Instant::now();
     let (model, losses) = train(config, &frames, on_step)?;
@@ -835,15 +933,21 @@ pub fn run(
     };
     std::fs::write(out.join("pretrain.json"), serde_json::to_string_pretty(&summary)? + "\n")?;
     drop(frames);
+    let report = evaluate_checkpoint(out, eval_episodes_per_setting, config.seed.wrapping_add(1))?;
+    Ok((summary, report))
+}
 
-    // Evaluate the checkpoint as a user loads it.
+/// Evaluates the encoder saved in `dir` as a user loads it (against a random init of seed `random_seed`) on
+/// `episodes_per_setting` held-out episodes per task and variant; writes `dir/correspondence.json` and
+/// `dir/correspondence.png` (`glue pretrain --evaluate-only`, and the end of every run).
+pub fn evaluate_checkpoint(dir: &Path, episodes_per_setting: u64, random_seed: u64) -> eyre::Result<CorrespondenceReport> {
     let device = Device::flex();
-    let (model, encoder, processor) = ClipVisionModel::load(out, &device)?;
-    let episodes = eval_episodes(eval_episodes_per_setting, &EVAL_FRACTIONS)?;
-    let evaluation = compare(&model, &encoder, &processor, &episodes, config.seed.wrapping_add(1))?;
-    std::fs::write(out.join("correspondence.json"), serde_json::to_string_pretty(&evaluation.report)? + "\n")?;
-    crate::viz::save_png(&correspondence_figure(&episodes, &evaluation, 4)?, &out.join("correspondence.png"))?;
-    Ok((summary, evaluation.report))
+    let (model, encoder, processor) = ClipVisionModel::load(dir, &device)?;
+    let episodes = eval_episodes(episodes_per_setting, &EVAL_FRACTIONS)?;
+    let evaluation = compare(&model, &encoder, &processor, &episodes, random_seed)?;
+    std::fs::write(dir.join("correspondence.json"), serde_json::to_string_pretty(&evaluation.report)? + "\n")?;
+    crate::viz::save_png(&correspondence_figure(&episodes, &evaluation, 4)?, &dir.join("correspondence.png"))?;
+    Ok(evaluation.report)
 }
 
 #[cfg(test)]
@@ -869,14 +973,73 @@ mod tests {
     }
 
     /// First frames of a few episodes (no expert run needed).
-    fn few_frames(n: u64) -> Vec<RgbImage> {
+    fn few_frames(n: u64) -> Vec<TrainFrame> {
         (0..n)
             .map(|seed| {
                 let task = TaskKind::ALL[seed as usize % 3];
-                let mut sim = crate::sim::Sim::new(&SimConfig::default(), EpisodeSpec { task, seed, condition: Condition::IN_DOMAIN });
-                frame_image(&sim.observe().image).unwrap()
+                let mut sim = Sim::new(&SimConfig::default(), EpisodeSpec { task, seed, condition: Condition::IN_DOMAIN });
+                TrainFrame { image: frame_image(&sim.observe().image).unwrap(), unlit: None }
             })
             .collect()
+    }
+
+    /// Mean of a flat pixel buffer.
+    fn mean(values: &[f32]) -> f32 {
+        values.iter().sum::<f32>() / values.len() as f32
+    }
+
+    #[test]
+    fn relit_pairs_cut_view_b_from_the_unlit_render() {
+        let config = tiny();
+        let processor = view_processor(&config.encoder);
+        let dark = RgbImage::from_pixel(64, 64, Rgb([10, 10, 10]));
+        let bright = RgbImage::from_pixel(64, 64, Rgb([230, 230, 230]));
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let paired = make_batch(&[TrainFrame { image: dark.clone(), unlit: Some(bright) }], &mut rng, &config, &processor).unwrap();
+        assert!(mean(&paired.b) > mean(&paired.a) + 2.0, "view B should come from the unlit render: {} vs {}", mean(&paired.b), mean(&paired.a));
+        let single = make_batch(&[TrainFrame { image: dark, unlit: None }], &mut rng, &config, &processor).unwrap();
+        assert!((mean(&single.b) - mean(&single.a)).abs() < 1.0, "without a pair both views come from the frame");
+        let wrong = TrainFrame { image: RgbImage::new(64, 64), unlit: Some(RgbImage::new(32, 32)) };
+        let error = make_batch(&[wrong], &mut rng, &config, &processor).err().expect("a size mismatch is refused").to_string();
+        assert!(error.contains("unlit render"), "{error}");
+    }
+
+    #[test]
+    fn only_the_lighting_variant_has_an_unlit_view() {
+        let condition = Condition::new(Variant::Lighting, 0.5).unwrap();
+        let mut sim = Sim::new(&SimConfig::default(), EpisodeSpec { task: TaskKind::PlaceFruit, seed: 4, condition });
+        let lit = frame_image(&sim.observe().image).unwrap();
+        let unlit = unlit_view(&mut sim, Variant::Lighting).unwrap().expect("the lighting variant has an unlit view");
+        assert_eq!(unlit.dimensions(), lit.dimensions());
+        assert_ne!(unlit, lit, "the lights should change the frame");
+        assert!(unlit_view(&mut sim, Variant::Clutter).unwrap().is_none());
+    }
+
+    #[test]
+    fn relighting_cosine_is_one_for_the_same_frame_and_drops_under_a_light_change() {
+        let config = tiny().encoder;
+        let device = Device::flex();
+        let encoder = GridEncoder::new(init_encoder(&config, 5, &device), config.clone(), view_processor(&config), 2);
+        let frame = few_frames(1).remove(0).image;
+        let mut dimmed = frame.clone();
+        Jitter { gain: [0.5, 0.4, 0.7], contrast: 1.0, offset: 0.0 }.apply(&mut dimmed);
+        let points = vec![[60.0, 70.0, 1.0], [150.0, 120.0, 1.0], [30.0, 200.0, 0.0]];
+        let episode = |unlit: RgbImage| EvalEpisode {
+            task: TaskKind::StackBlock,
+            variant: Variant::Lighting,
+            seed: 0,
+            frames: vec![(0, frame.clone(), points.clone())],
+            unlit: vec![unlit],
+        };
+        let same = evaluate_relighting(&encoder, &[episode(frame.clone())], &device).unwrap();
+        assert_eq!(same.len(), 1);
+        assert_eq!(same[0].len(), 2, "only visible points are evaluated");
+        assert!(same[0].iter().all(|(_, cosine)| *cosine > 0.9999), "{same:?}");
+        let changed = evaluate_relighting(&encoder, &[episode(dimmed)], &device).unwrap();
+        assert!(changed[0].iter().all(|(_, cosine)| *cosine < 0.999), "{changed:?}");
+        let report = LightingReport::of(&same, &changed);
+        assert_eq!(report.frames, 1);
+        assert!(report.cosine_pretrained > report.cosine_random_init);
     }
 
     #[test]
