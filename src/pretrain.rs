@@ -667,21 +667,26 @@ pub struct CorrespondenceScore {
     pub within_16px: f32,
 }
 
+/// The median of `values` (NaN when empty).
+fn median(values: &[f32]) -> f32 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f32::total_cmp);
+    let n = sorted.len();
+    match n {
+        0 => f32::NAN,
+        _ if n % 2 == 1 => sorted[n / 2],
+        _ => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
 impl CorrespondenceScore {
     pub fn of(errors: &[f32]) -> Self {
-        let mut sorted = errors.to_vec();
-        sorted.sort_by(f32::total_cmp);
-        let n = sorted.len();
-        let median_px = match n {
-            0 => f32::NAN,
-            _ if n % 2 == 1 => sorted[n / 2],
-            _ => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
-        };
+        let n = errors.len();
         Self {
             points: n,
-            median_px,
-            mean_px: sorted.iter().sum::<f32>() / n.max(1) as f32,
-            within_16px: sorted.iter().filter(|&&e| e <= WITHIN_PX).count() as f32 / n.max(1) as f32,
+            median_px: median(errors),
+            mean_px: errors.iter().sum::<f32>() / n.max(1) as f32,
+            within_16px: errors.iter().filter(|&&e| e <= WITHIN_PX).count() as f32 / n.max(1) as f32,
         }
     }
 }
@@ -733,11 +738,7 @@ pub struct LightingReport {
 impl LightingReport {
     fn of(ours: &[Vec<(PointMatch, f32)>], theirs: &[Vec<(PointMatch, f32)>]) -> Self {
         let matches = |m: &[Vec<(PointMatch, f32)>]| -> Vec<Vec<PointMatch>> { m.iter().map(|f| f.iter().map(|p| p.0).collect()).collect() };
-        let median_cosine = |m: &[Vec<(PointMatch, f32)>]| {
-            // The median of the negated cosines is the negated median; `CorrespondenceScore` sorts ascending.
-            let negated: Vec<f32> = m.iter().flatten().map(|p| -p.1).collect();
-            -CorrespondenceScore::of(&negated).median_px
-        };
+        let median_cosine = |m: &[Vec<(PointMatch, f32)>]| median(&m.iter().flatten().map(|p| p.1).collect::<Vec<_>>());
         Self {
             frames: ours.len(),
             matches: Scores::of(&matches(ours), &matches(theirs), |_| true),
