@@ -159,7 +159,7 @@ enum Command {
         #[arg(long)]
         relit_pairs: bool,
         /// Train nothing: evaluate the encoder already in --out (rewrites its correspondence.json and .png).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "relit_pairs")]
         evaluate_only: bool,
         /// Output folder (config.json, model.safetensors, preprocessor_config.json, reports).
         #[arg(long, default_value = SMALL_LOCAL_ENCODER)]
