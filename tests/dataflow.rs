@@ -1,5 +1,6 @@
 //! The dataflows under a real `dora run`: the simulator with the expert and the recorder, then replay of what it
-//! recorded, and the policy node refusing a checkpoint of another task. Needs the README set-up: the dora CLI in
+//! recorded, the closed loop against in-process evaluation, the real-arm graphs in a dry run, teleoperation, and
+//! the policy node refusing a checkpoint of another task. Needs the README set-up: the dora CLI in
 //! `.venv/` and the node binaries built with `cargo build --release --workspace`.
 
 use std::path::{Path, PathBuf};
@@ -12,6 +13,8 @@ use glue::recording::{list_episodes, read_episode, Episode};
 use glue::sim::ood::Condition;
 use glue::sim::task::TaskKind;
 use glue::sim::{EpisodeSpec, SimConfig};
+use glue::msg::Message;
+use glue::teleop::{InputEvent, codes};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -400,6 +403,115 @@ fn the_real_robot_graph_runs_in_a_dry_run_with_a_streamed_camera_and_the_operato
     // Grounding's keypoints come from inside the operator's box.
     let init = ep.ticks[0].keypoints.as_ref().unwrap();
     assert!(init.points.iter().all(|p| (90.0..150.0).contains(&p[0]) && (60.0..120.0).contains(&p[1])), "{init:?}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A file of input events standing in for the operator's device (the teleop node replays a regular file once and
+/// holds its last state).
+fn device_file(dir: &Path, events: &[(u16, u16, i32)]) -> PathBuf {
+    let path = dir.join("device.events");
+    let bytes: Vec<u8> = events.iter().flat_map(|&(kind, code, value)| InputEvent { kind, code, value }.to_bytes()).collect();
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// Teleoperation in the simulator (`dataflow.teleop.sim.yml`): the keyboard scheme with W held (+x) and one press
+/// of space (close the gripper), unpaced. Every tick is recorded with the operator's action; the target leads the
+/// measured hand by at most `MAX_LEAD`; the simulated hand moves along +x; the gripper target is closed from the
+/// press on; the node reports the toggle.
+#[test]
+fn teleoperation_drives_the_simulator_and_is_recorded() {
+    let dir = temp_dir("teleop-sim");
+    let out = dir.join("recordings");
+    let device = device_file(&dir, &[(codes::EV_KEY, codes::KEY_W, 1), (codes::EV_KEY, codes::KEY_SPACE, 1), (codes::EV_KEY, codes::KEY_SPACE, 0)]);
+    let file = dataflow(
+        "dataflow.teleop.sim.yml",
+        &dir,
+        &[
+            ("sim", "TASK", "push-button"),
+            ("teleop", "DEVICE", device.to_str().unwrap()),
+            ("teleop", "SCHEME", "keyboard"),
+            ("teleop", "PACE_HZ", "0"),
+            ("recorder", "OUT_DIR", out.to_str().unwrap()),
+        ],
+    );
+    let log = dora_run(&file);
+    assert!(log.contains("1 gripper toggles"), "teleop summary missing:\n{log}");
+    let episodes = recorded(&out);
+    assert_eq!(episodes.len(), 1);
+    let ticks = &episodes[0].ticks;
+    assert!(ticks.len() > 30, "{} ticks", ticks.len());
+    for t in ticks {
+        let lead = glam::Vec3::from(t.action.position).distance(glam::Vec3::from(t.robot_state.ee_position));
+        assert!(lead <= 0.05 + 1e-4, "frame {}: the target leads the hand by {lead} m", t.frame);
+    }
+    let closed_from = ticks.iter().position(|t| t.action.gripper == 0.0).expect("the gripper target never closed");
+    assert!(closed_from <= 1 && ticks[closed_from..].iter().all(|t| t.action.gripper == 0.0), "gripper targets from frame {closed_from}");
+    let (first, later) = (glam::Vec3::from(ticks[0].robot_state.ee_position), glam::Vec3::from(ticks[30].robot_state.ee_position));
+    let moved = later - first;
+    assert!(moved.x > 0.05 && moved.x > 5.0 * moved.y.abs().max(moved.z.abs()), "the hand should move along +x: {moved}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Teleoperation on the real-arm graph in a dry run (`dataflow.teleop.yml`, as the real-robot test above: a
+/// streamed camera frame, the operator's box for grounding, 5 Hz): a SpaceMouse pushed along its -y axis, mapped
+/// to the robot's +x by `AXES`, and its left button pressed. Every tick is recorded with its image, the tracked
+/// keypoints (recorded live) and the operator's valid action; the dry-run arm moves along +x; the driver rejects
+/// nothing; the training loader takes the episode with the tracker's keypoints.
+#[test]
+fn teleoperation_records_demonstrations_with_live_keypoints_on_the_real_arm_graph() {
+    let dir = temp_dir("teleop-real");
+    let out = dir.join("recordings");
+    let source = read_episode(&root().join("recordings/push-button-none-seed001000-ep0000.arrow")).unwrap();
+    let frame = dir.join("frame.rgb");
+    std::fs::write(&frame, &source.ticks[0].image).unwrap();
+    let verdict = dir.join("verdict");
+    std::fs::write(&verdict, "success\n").unwrap();
+    let device = device_file(&dir, &[(codes::EV_ABS, 1, -350), (codes::EV_KEY, codes::BTN_0, 1), (codes::EV_KEY, codes::BTN_0, 0)]);
+    let stream = format!("while :; do cat {}; sleep 0.03; done", frame.display());
+    let ticks = 12;
+    let file = dataflow(
+        "dataflow.teleop.yml",
+        &dir,
+        &[
+            ("franka-driver", "BACKEND", "dry-run"),
+            ("franka-driver", "EPISODES", "1"),
+            ("franka-driver", "MAX_TICKS", &ticks.to_string()),
+            ("franka-driver", "CONTROL_HZ", "5"),
+            ("franka-driver", "VERDICT_FILE", verdict.to_str().unwrap()),
+            ("franka-driver", "MAX_ACTION_AGE_MS", "10000"),
+            ("camera", "SOURCE", &stream),
+            ("camera", "SOURCE_WIDTH", &source.info.width.to_string()),
+            ("camera", "SOURCE_HEIGHT", &source.info.height.to_string()),
+            ("grounding", "WEIGHTS", root().join("checkpoints/local-vit-small").to_str().unwrap()),
+            ("grounding", "DETECTOR", ""),
+            ("grounding", "SEGMENTER", ""),
+            ("grounding", "BOXES", "90,60,150,120"),
+            ("teleop", "DEVICE", device.to_str().unwrap()),
+            ("teleop", "AXES", "-y,x,z,rx,ry,rz"),
+            ("teleop", "CONTROL_HZ", "5"),
+            ("recorder", "OUT_DIR", out.to_str().unwrap()),
+            ("recorder", "CONTROL_HZ", "5"),
+        ],
+    );
+    let log = dora_run(&file);
+    assert!(log.contains("episode 0: success=true ticks=12"), "driver outcome line missing:\n{log}");
+    assert!(log.contains("0 actions rejected") && log.contains("1 gripper toggles"), "{log}");
+    let episodes = recorded(&out);
+    assert_eq!(episodes.len(), 1);
+    let ep = &episodes[0];
+    assert_eq!((ep.success, ep.ticks.len()), (true, ticks));
+    for t in &ep.ticks {
+        assert_eq!(t.keypoints.as_ref().map(|k| k.points.len()), Some(15), "frame {}: tracked keypoints recorded", t.frame);
+        assert!(t.action.check().is_ok(), "frame {}: {:?}", t.frame, t.action);
+    }
+    assert_eq!(ep.ticks[ticks - 1].action.gripper, 0.0, "the button closed the gripper");
+    let moved = glam::Vec3::from(ep.ticks[ticks - 1].robot_state.ee_position) - glam::Vec3::from(ep.ticks[0].robot_state.ee_position);
+    assert!(moved.x > 0.02 && moved.x > 5.0 * moved.y.abs().max(moved.z.abs()), "the dry-run arm should move along +x: {moved}");
+    // The recording is training input as it stands: `glue train` loads it with the tracker's keypoints.
+    let run = std::fs::read_dir(&out).unwrap().next().unwrap().unwrap().path();
+    let (demos, _, keypoints) = glue::train::data::load_demos(&[run], true, false).unwrap();
+    assert_eq!((demos.len(), keypoints), (1, Some(glue::train::data::KeypointSource::Tracker)));
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -1,0 +1,118 @@
+//! `teleop` node: an operator drives the arm (or the simulator) with a SpaceMouse or a keyboard, for recording
+//! demonstrations; it takes the policy's place in the graph (`dataflow.teleop.yml` on the real arm,
+//! `dataflow.teleop.sim.yml` in the simulator) and the recorder records the episodes as it records a policy's.
+//!
+//! Inputs: `episode` (a start re-anchors the target at the measured pose and opens the hand), `robot_state`
+//! (each tick: answered with the `action` for that frame, the previous target moved by the device's command,
+//! `glue::teleop::Teleop`). The device is read on its own thread, so a tick never waits for it.
+//! Settings: `DEVICE` (required: an evdev device, e.g. `/dev/input/by-id/usb-3Dconnexion_SpaceMouse_Compact-event-if00`;
+//! a regular file of `struct input_event` records is replayed once and its last state held, which is how the tests
+//! drive it), `SCHEME` (`spacemouse` | `keyboard`), `MAX_SPEED` (m/s, default 0.1), `MAX_ANGULAR_SPEED` (rad/s,
+//! default 0.5), `ROTATION` (`none` | `yaw` | `full`, default `yaw`), `AXES` (SpaceMouse axes in the robot base
+//! frame, default `x,y,z,rx,ry,rz`), `FULL_SCALE` (default 350), `DEADZONE` (default 0.1), `REL_HOLD_MS` (default
+//! 150), `MAX_LEAD` (m, default 0.05), `CONTROL_HZ` (the driver's or simulator's, default 10), `PACE_HZ` (answers at most this many ticks a second,
+//! so the lock-stepped simulator runs in real time for the operator; default `CONTROL_HZ`; 0: unpaced). At the end
+//! of the run it prints its per-tick latency and how many times the gripper was toggled.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use dora_bridge::{CurrentEpisode, EpisodeOrder, Input, Latency, decode, env_or, next_input, send};
+use dora_node_api::DoraNode;
+use eyre::{WrapErr, eyre};
+use glue::msg::{EpisodeEvent, RobotState};
+use glue::teleop::{DeviceState, InputEvent, Rotation, Scheme, Teleop, TeleopConfig};
+
+fn config() -> eyre::Result<TeleopConfig> {
+    let d = TeleopConfig::default();
+    Ok(TeleopConfig {
+        scheme: env_or::<Scheme>("SCHEME", d.scheme)?,
+        max_speed: env_or("MAX_SPEED", d.max_speed)?,
+        max_angular_speed: env_or("MAX_ANGULAR_SPEED", d.max_angular_speed)?,
+        rotation: env_or::<Rotation>("ROTATION", d.rotation)?,
+        axes: env_or("AXES", d.axes)?,
+        full_scale: env_or("FULL_SCALE", d.full_scale)?,
+        deadzone: env_or("DEADZONE", d.deadzone)?,
+        rel_hold: Duration::from_millis(env_or("REL_HOLD_MS", d.rel_hold.as_millis() as u64)?),
+        max_lead: env_or("MAX_LEAD", d.max_lead)?,
+        control_hz: env_or("CONTROL_HZ", d.control_hz)?,
+    })
+}
+
+/// Reads the device on a thread of its own and passes each event on with its arrival time; a read error is passed
+/// on and ends the thread (the node then stops: no action from a device it cannot read).
+fn spawn_reader(path: PathBuf) -> eyre::Result<mpsc::Receiver<std::io::Result<(InputEvent, Instant)>>> {
+    let mut file = File::open(&path).wrap_err_with(|| {
+        format!("DEVICE {}: cannot open the input device (list them with `ls -l /dev/input/by-id`; reading needs the `input` group)", path.display())
+    })?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        loop {
+            let event = InputEvent::read_from(&mut file).transpose();
+            let Some(event) = event else { break };
+            let failed = event.is_err();
+            if tx.send(event.map(|e| (e, Instant::now()))).is_err() || failed {
+                break;
+            }
+        }
+    });
+    Ok(rx)
+}
+
+/// Tracks the episode a message belongs to: the first message of a newer episode re-anchors the target and opens
+/// the hand. Whether the message is to be answered (false: an ended episode's).
+fn track_episode(current: &mut CurrentEpisode, episode: u64, teleop: &mut Teleop, device: &mut DeviceState) -> bool {
+    match current.observe(episode) {
+        EpisodeOrder::Stale => false,
+        EpisodeOrder::Current => true,
+        EpisodeOrder::New => {
+            teleop.reset();
+            device.open_gripper();
+            true
+        }
+    }
+}
+
+fn main() -> eyre::Result<()> {
+    let device_path: PathBuf = std::env::var("DEVICE").map_err(|_| eyre!("DEVICE is not set: the evdev device to read, e.g. /dev/input/by-id/...-event-if00"))?.into();
+    let mut teleop = Teleop::new(config()?)?;
+    let events = spawn_reader(device_path.clone())?;
+    let mut device = DeviceState::default();
+    let (mut node, mut stream) = DoraNode::init_from_env()?;
+    let mut episode = CurrentEpisode::default();
+    let mut latency = Latency::default();
+    let pace_hz: f32 = env_or("PACE_HZ", teleop.config().control_hz)?;
+    eyre::ensure!(pace_hz.is_finite() && pace_hz >= 0.0, "PACE_HZ = {pace_hz}: expected a rate >= 0 (0: unpaced)");
+    let pace = (pace_hz > 0.0).then(|| Duration::from_secs_f32(1.0 / pace_hz));
+    let mut answered: Option<Instant> = None;
+    while let Some(Input { id, metadata, data }) = next_input(&mut stream) {
+        let state = match id.as_str() {
+            "episode" => {
+                track_episode(&mut episode, decode::<EpisodeEvent>(&metadata, &data)?.0.episode, &mut teleop, &mut device);
+                continue;
+            }
+            "robot_state" => decode::<RobotState>(&metadata, &data)?,
+            other => eyre::bail!("teleop: unexpected input `{other}`"),
+        };
+        let (h, state) = state;
+        if !track_episode(&mut episode, h.episode, &mut teleop, &mut device) {
+            continue;
+        }
+        if let (Some(period), Some(previous)) = (pace, answered) {
+            std::thread::sleep((previous + period).saturating_duration_since(Instant::now()));
+        }
+        let start = Instant::now();
+        for event in events.try_iter() {
+            let (event, at) = event.wrap_err_with(|| format!("DEVICE {}: reading the input device", device_path.display()))?;
+            device.apply(event, at);
+        }
+        let action = teleop.act(&device, &state, Instant::now())?;
+        send(&mut node, "action", &h, &action)?;
+        latency.record(start);
+        answered = Some(start);
+    }
+    println!("teleop: {}, {} gripper toggles", latency.summary(), device.toggles);
+    Ok(())
+}
