@@ -1,5 +1,5 @@
 //! `glue`: the command-line front end of the library (record, inspect, render, snapshot, features, keypoints,
-//! track, pretrain, train, eval, bench).
+//! track, pretrain, annotate, teleop-check, train, eval, report, compare, bench, ...).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -253,6 +253,29 @@ enum Command {
         k: usize,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+    },
+    /// Print the command a teleoperation device gives under the `teleop` node's settings, ten times a second, to
+    /// check AXES and the buttons before a session (README, "Teleoperation").
+    TeleopCheck {
+        /// The evdev device, e.g. /dev/input/by-id/...-event-if00 (or a file of input_event records).
+        #[arg(long)]
+        device: PathBuf,
+        /// spacemouse | keyboard
+        #[arg(long, default_value = "spacemouse")]
+        scheme: glue::teleop::Scheme,
+        /// The device's axes in the robot base frame (the node's AXES), e.g. -y,x,z,rx,ry,rz.
+        #[arg(long, default_value = "x,y,z,rx,ry,rz")]
+        axes: glue::teleop::AxisMap,
+        /// none | yaw | full
+        #[arg(long, default_value = "yaw")]
+        rotation: glue::teleop::Rotation,
+        #[arg(long, default_value_t = 0.1)]
+        deadzone: f32,
+        #[arg(long, default_value_t = 350.0)]
+        full_scale: f32,
+        /// Stop after this many seconds (default: until interrupted).
+        #[arg(long)]
+        seconds: Option<f32>,
     },
     /// Train a diffusion policy (GLUE, GLUE-S or Diffusion Policy) on recorded demonstrations.
     Train(TrainArgs),
@@ -832,6 +855,10 @@ fn run(cli: Cli) -> eyre::Result<bool> {
             for (file, ticks) in glue::annotate::annotate(&paths, &encoder, k, seed, &device)? {
                 println!("{}: {ticks} ticks annotated", file.display());
             }
+        }
+        Command::TeleopCheck { device, scheme, axes, rotation, deadzone, full_scale, seconds } => {
+            let cfg = glue::teleop::TeleopConfig { scheme, axes, rotation, deadzone, full_scale, ..Default::default() };
+            glue::teleop::check(&device, &cfg, seconds, &mut std::io::stdout())?;
         }
         Command::Train(args) => train(args)?,
         Command::Eval { checkpoint, scene, episodes, seed_start, keypoints, k, keypoint_seed, keypoint_weights, video, record, seed, parallel, temporal_ensemble, unseen_at, object_pose_error, force_visible, unlit_encoder, dataflow, graph, out, device } => {

@@ -9,11 +9,13 @@
 //! `EV_ABS` (held until the next report) or `EV_REL` (the kernel drops zero relative values, so an axis reads zero
 //! once its last report is older than [`TeleopConfig::rel_hold`]) and its buttons as `BTN_0`, `BTN_1`.
 
-use std::io::{ErrorKind, Read};
+use std::io::{ErrorKind, Read, Write};
+use std::path::Path;
 use std::str::FromStr;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use eyre::{Result, ensure};
+use eyre::{Result, WrapErr, ensure};
 use glam::{Quat, Vec3};
 
 use crate::msg::{Action, RobotState};
@@ -134,8 +136,9 @@ impl FromStr for Rotation {
 
 /// The SpaceMouse's axes in the robot base frame: entry `i` of the command (x, y, z, rx, ry, rz) is the device
 /// axis `source[i].0` times `source[i].1` (±1). Written `x,y,z,rx,ry,rz` with a `-` before an axis to flip it,
-/// e.g. `-y,-x,-z,-ry,-rx,-rz` for a device whose y axis points at the operator who faces the robot; the order of
-/// the six is the robot's, the names the device's.
+/// e.g. `-y,x,z,rx,ry,rz`: the robot's x follows the device's -y, its y the device's x; the order of the six is
+/// the robot's, the names the device's. Which map is right depends on where the device sits (`glue
+/// teleop-check` shows it).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AxisMap {
     source: [(usize, f32); 6],
@@ -337,6 +340,58 @@ impl Teleop {
     }
 }
 
+/// Events as they arrive, each with its arrival time; a read error is the last item.
+pub type EventStream = mpsc::Receiver<std::io::Result<(InputEvent, Instant)>>;
+
+/// Opens the device and reads it on a thread of its own, so a control tick never waits for it. A regular file is
+/// read to its end and the stream then ends; a read error is passed on and ends the thread.
+pub fn spawn_reader(path: &Path) -> Result<EventStream> {
+    let mut file = std::fs::File::open(path).wrap_err_with(|| {
+        format!("device {}: cannot open the input device (list them with `ls -l /dev/input/by-id`; reading needs the `input` group)", path.display())
+    })?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        while let Some(event) = InputEvent::read_from(&mut file).transpose() {
+            let failed = event.is_err();
+            if tx.send(event.map(|e| (e, Instant::now()))).is_err() || failed {
+                break;
+            }
+        }
+    });
+    Ok(rx)
+}
+
+/// Takes in every event that has arrived; a read error names the device.
+pub fn drain(events: &EventStream, device: &mut DeviceState, path: &Path) -> Result<()> {
+    for event in events.try_iter() {
+        let (event, at) = event.wrap_err_with(|| format!("device {}: reading the input device", path.display()))?;
+        device.apply(event, at);
+    }
+    Ok(())
+}
+
+/// `glue teleop-check`: prints the command the device gives under `cfg`, `cfg.control_hz` times a second for
+/// `seconds` (or until interrupted), one line each (`x +1.00 y +0.00 z +0.00 rx ... gripper open`), so `AXES`
+/// and the buttons can be checked before an arm moves.
+pub fn check(path: &Path, cfg: &TeleopConfig, seconds: Option<f32>, out: &mut impl Write) -> Result<()> {
+    cfg.validate()?;
+    let events = spawn_reader(path)?;
+    let mut device = DeviceState::default();
+    let period = Duration::from_secs_f32(1.0 / cfg.control_hz);
+    let end = seconds.map(|s| Instant::now() + Duration::from_secs_f32(s.max(0.0)));
+    loop {
+        std::thread::sleep(period);
+        drain(&events, &mut device, path)?;
+        let cmd = device.command(cfg, Instant::now());
+        let axes: Vec<String> = ["x", "y", "z", "rx", "ry", "rz"].iter().zip(cmd).map(|(n, v)| format!("{n} {v:+.2}")).collect();
+        let gripper = if device.gripper_closed { "closed" } else { "open" };
+        writeln!(out, "{}  gripper {gripper}", axes.join(" "))?;
+        if end.is_some_and(|e| Instant::now() >= e) {
+            return Ok(());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::codes::*;
@@ -461,6 +516,21 @@ mod tests {
         let moved = state_at([0.4, 0.1, 0.2]);
         let anchored = t.act(&DeviceState::default(), &moved, now).unwrap();
         assert_eq!(anchored.position, moved.ee_position, "a new episode anchors at the measured pose");
+    }
+
+    #[test]
+    fn the_check_prints_the_mapped_command_of_a_device_file() {
+        let path = std::env::temp_dir().join(format!("glue-teleop-check-{}.events", std::process::id()));
+        let events = [ev(EV_ABS, 1, -350), ev(EV_KEY, BTN_0, 1), ev(EV_KEY, BTN_0, 0)];
+        std::fs::write(&path, events.iter().flat_map(|e| e.to_bytes()).collect::<Vec<u8>>()).unwrap();
+        let cfg = TeleopConfig { axes: "-y,x,z,rx,ry,rz".parse().unwrap(), control_hz: 50.0, ..TeleopConfig::default() };
+        let mut out = Vec::new();
+        check(&path, &cfg, Some(0.1), &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.lines().last().unwrap() == "x +1.00 y +0.00 z +0.00 rx +0.00 ry +0.00 rz +0.00  gripper closed", "{text}");
+        std::fs::remove_file(&path).ok();
+        let err = check(Path::new("/nonexistent/event0"), &cfg, Some(0.0), &mut Vec::new()).unwrap_err();
+        assert!(format!("{err:#}").contains("/nonexistent/event0: cannot open the input device"), "{err:#}");
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //!
 //! Inputs: `episode` (a start re-anchors the target at the measured pose and opens the hand), `robot_state`
 //! (each tick: answered with the `action` for that frame, the previous target moved by the device's command,
-//! `glue::teleop::Teleop`). The device is read on its own thread, so a tick never waits for it.
+//! `glue::teleop::Teleop`). The device is read on its own thread, so a tick never waits for it; check a
+//! device's directions and buttons with `glue teleop-check` first.
 //! Settings: `DEVICE` (required: an evdev device, e.g. `/dev/input/by-id/usb-3Dconnexion_SpaceMouse_Compact-event-if00`;
 //! a regular file of `struct input_event` records is replayed once and its last state held, which is how the tests
 //! drive it), `SCHEME` (`spacemouse` | `keyboard`), `MAX_SPEED` (m/s, default 0.1), `MAX_ANGULAR_SPEED` (rad/s,
@@ -14,16 +15,14 @@
 //! so the lock-stepped simulator runs in real time for the operator; default `CONTROL_HZ`; 0: unpaced). At the end
 //! of the run it prints its per-tick latency and how many times the gripper was toggled.
 
-use std::fs::File;
 use std::path::PathBuf;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use dora_bridge::{CurrentEpisode, EpisodeOrder, Input, Latency, decode, env_or, next_input, send};
 use dora_node_api::DoraNode;
-use eyre::{WrapErr, eyre};
+use eyre::eyre;
 use glue::msg::{EpisodeEvent, RobotState};
-use glue::teleop::{DeviceState, InputEvent, Rotation, Scheme, Teleop, TeleopConfig};
+use glue::teleop::{DeviceState, Rotation, Scheme, Teleop, TeleopConfig, drain, spawn_reader};
 
 fn config() -> eyre::Result<TeleopConfig> {
     let d = TeleopConfig::default();
@@ -39,26 +38,6 @@ fn config() -> eyre::Result<TeleopConfig> {
         max_lead: env_or("MAX_LEAD", d.max_lead)?,
         control_hz: env_or("CONTROL_HZ", d.control_hz)?,
     })
-}
-
-/// Reads the device on a thread of its own and passes each event on with its arrival time; a read error is passed
-/// on and ends the thread (the node then stops: no action from a device it cannot read).
-fn spawn_reader(path: PathBuf) -> eyre::Result<mpsc::Receiver<std::io::Result<(InputEvent, Instant)>>> {
-    let mut file = File::open(&path).wrap_err_with(|| {
-        format!("DEVICE {}: cannot open the input device (list them with `ls -l /dev/input/by-id`; reading needs the `input` group)", path.display())
-    })?;
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        loop {
-            let event = InputEvent::read_from(&mut file).transpose();
-            let Some(event) = event else { break };
-            let failed = event.is_err();
-            if tx.send(event.map(|e| (e, Instant::now()))).is_err() || failed {
-                break;
-            }
-        }
-    });
-    Ok(rx)
 }
 
 /// Tracks the episode a message belongs to: the first message of a newer episode re-anchors the target and opens
@@ -78,7 +57,7 @@ fn track_episode(current: &mut CurrentEpisode, episode: u64, teleop: &mut Teleop
 fn main() -> eyre::Result<()> {
     let device_path: PathBuf = std::env::var("DEVICE").map_err(|_| eyre!("DEVICE is not set: the evdev device to read, e.g. /dev/input/by-id/...-event-if00"))?.into();
     let mut teleop = Teleop::new(config()?)?;
-    let events = spawn_reader(device_path.clone())?;
+    let events = spawn_reader(&device_path)?;
     let mut device = DeviceState::default();
     let (mut node, mut stream) = DoraNode::init_from_env()?;
     let mut episode = CurrentEpisode::default();
@@ -104,10 +83,7 @@ fn main() -> eyre::Result<()> {
             std::thread::sleep((previous + period).saturating_duration_since(Instant::now()));
         }
         let start = Instant::now();
-        for event in events.try_iter() {
-            let (event, at) = event.wrap_err_with(|| format!("DEVICE {}: reading the input device", device_path.display()))?;
-            device.apply(event, at);
-        }
+        drain(&events, &mut device, &device_path)?;
         let action = teleop.act(&device, &state, Instant::now())?;
         send(&mut node, "action", &h, &action)?;
         latency.record(start);
