@@ -30,6 +30,9 @@ pub mod codes {
     pub const EV_ABS: u16 = 0x03;
     /// The SpaceMouse's left button: toggles the gripper.
     pub const BTN_0: u16 = 0x100;
+    /// The SpaceMouse's right button: ends the episode as a success.
+    pub const BTN_1: u16 = 0x101;
+    pub const KEY_BACKSPACE: u16 = 14;
     pub const KEY_Q: u16 = 16;
     pub const KEY_W: u16 = 17;
     pub const KEY_E: u16 = 18;
@@ -38,6 +41,7 @@ pub mod codes {
     pub const KEY_S: u16 = 31;
     pub const KEY_D: u16 = 32;
     pub const KEY_F: u16 = 33;
+    pub const KEY_ENTER: u16 = 28;
     pub const KEY_SPACE: u16 = 57;
 }
 
@@ -93,10 +97,10 @@ impl InputEvent {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {
     /// Six axes (`EV_ABS` or `EV_REL` codes 0-5: x, y, z, rx, ry, rz) through [`AxisMap`]; `BTN_0` toggles the
-    /// gripper.
+    /// gripper, `BTN_1` ends the episode as a success.
     SpaceMouse,
     /// Held keys at full speed, in the robot base frame: W/S +x/-x, A/D +y/-y, R/F +z/-z, Q/E +yaw/-yaw; space
-    /// toggles the gripper.
+    /// toggles the gripper; Enter ends the episode as a success, Backspace as a failure.
     Keyboard,
 }
 
@@ -227,13 +231,15 @@ impl TeleopConfig {
     }
 }
 
-/// What the device has reported so far: its axes, held keys and the gripper toggle.
+/// What the device has reported so far: its axes, held keys, the gripper toggle and the operator's verdict.
 #[derive(Debug, Clone, Default)]
 pub struct DeviceState {
     /// Raw value and arrival time of each SpaceMouse axis; `EV_REL` values carry their time, `EV_ABS` ones none.
     axes: [(i32, Option<Instant>); 6],
     held_keys: Vec<u16>,
     gripper_closed: bool,
+    /// The episode's end the operator has pressed for (`true`: success), not yet sent.
+    verdict: Option<bool>,
     /// Gripper toggles so far, for the node's summary.
     pub toggles: u64,
 }
@@ -247,9 +253,16 @@ impl DeviceState {
             EV_ABS | EV_REL if code < 6 => self.axes[code as usize] = (value, (kind == EV_REL).then_some(now)),
             EV_KEY => {
                 // 1: pressed, 2: auto-repeat, 0: released. Only a fresh press toggles.
-                if value == 1 && (code == BTN_0 || code == KEY_SPACE) {
-                    self.gripper_closed = !self.gripper_closed;
-                    self.toggles += 1;
+                if value == 1 {
+                    match code {
+                        BTN_0 | KEY_SPACE => {
+                            self.gripper_closed = !self.gripper_closed;
+                            self.toggles += 1;
+                        }
+                        BTN_1 | KEY_ENTER => self.verdict = Some(true),
+                        KEY_BACKSPACE => self.verdict = Some(false),
+                        _ => {}
+                    }
                 }
                 self.held_keys.retain(|&k| k != code);
                 if value != 0 {
@@ -260,9 +273,16 @@ impl DeviceState {
         }
     }
 
-    /// A new episode starts with the hand open (the driver and the simulator open it); motion state is kept.
-    pub fn open_gripper(&mut self) {
+    /// A new episode starts with the hand open (the driver and the simulator open it) and no verdict (a press
+    /// between episodes does not end the next one); motion state is kept.
+    pub fn new_episode(&mut self) {
         self.gripper_closed = false;
+        self.verdict = None;
+    }
+
+    /// The episode's end the operator has pressed for since the last call (`true`: success).
+    pub fn take_verdict(&mut self) -> Option<bool> {
+        self.verdict.take()
     }
 
     /// The gripper target the operator has toggled to.
@@ -474,8 +494,23 @@ mod tests {
         d.apply(ev(EV_KEY, KEY_SPACE, 1), now);
         assert_eq!(d.gripper(), GRIPPER_OPEN);
         d.apply(ev(EV_KEY, BTN_0, 1), now);
-        d.open_gripper();
+        d.new_episode();
         assert_eq!(d.gripper(), GRIPPER_OPEN, "a new episode starts open");
+    }
+
+    #[test]
+    fn the_operator_ends_an_episode_once_and_not_the_next_one() {
+        let now = Instant::now();
+        let mut d = DeviceState::default();
+        assert_eq!(d.take_verdict(), None);
+        d.apply(ev(EV_KEY, BTN_1, 1), now);
+        d.apply(ev(EV_KEY, BTN_1, 0), now);
+        assert_eq!((d.take_verdict(), d.take_verdict()), (Some(true), None), "taken once");
+        d.apply(ev(EV_KEY, KEY_BACKSPACE, 1), now);
+        assert_eq!(d.take_verdict(), Some(false));
+        d.apply(ev(EV_KEY, KEY_ENTER, 1), now);
+        d.new_episode();
+        assert_eq!(d.take_verdict(), None, "a press before the episode began does not end it");
     }
 
     #[test]

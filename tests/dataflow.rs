@@ -515,6 +515,54 @@ fn teleoperation_records_demonstrations_with_live_keypoints_on_the_real_arm_grap
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// The operator ends a teleoperated episode with a key (Enter: success) on the real-arm graph in a dry run: the
+/// first of two episodes stops early with success and no verdict file; the press does not carry over, so the second
+/// runs to `MAX_TICKS` and takes the operator's verdict from the file as usual.
+#[test]
+fn the_operator_ends_a_teleoperated_episode_with_a_key() {
+    let dir = temp_dir("teleop-end");
+    let out = dir.join("recordings");
+    let source = read_episode(&root().join("recordings/push-button-none-seed001000-ep0000.arrow")).unwrap();
+    let frame = dir.join("frame.rgb");
+    std::fs::write(&frame, &source.ticks[0].image).unwrap();
+    let verdict = dir.join("verdict");
+    std::fs::write(&verdict, "failure\n").unwrap();
+    let device = device_file(&dir, &[(codes::EV_KEY, codes::KEY_W, 1), (codes::EV_KEY, codes::KEY_ENTER, 1), (codes::EV_KEY, codes::KEY_ENTER, 0)]);
+    let stream = format!("while :; do cat {}; sleep 0.03; done", frame.display());
+    let file = dataflow(
+        "dataflow.teleop.yml",
+        &dir,
+        &[
+            ("franka-driver", "BACKEND", "dry-run"),
+            ("franka-driver", "EPISODES", "2"),
+            ("franka-driver", "MAX_TICKS", "8"),
+            ("franka-driver", "CONTROL_HZ", "5"),
+            ("franka-driver", "VERDICT_FILE", verdict.to_str().unwrap()),
+            ("franka-driver", "MAX_ACTION_AGE_MS", "10000"),
+            ("camera", "SOURCE", &stream),
+            ("camera", "SOURCE_WIDTH", &source.info.width.to_string()),
+            ("camera", "SOURCE_HEIGHT", &source.info.height.to_string()),
+            ("grounding", "WEIGHTS", root().join("checkpoints/local-vit-small").to_str().unwrap()),
+            ("grounding", "DETECTOR", ""),
+            ("grounding", "SEGMENTER", ""),
+            ("grounding", "BOXES", "90,60,150,120"),
+            ("teleop", "DEVICE", device.to_str().unwrap()),
+            ("teleop", "SCHEME", "keyboard"),
+            ("teleop", "CONTROL_HZ", "5"),
+            ("recorder", "OUT_DIR", out.to_str().unwrap()),
+            ("recorder", "CONTROL_HZ", "5"),
+        ],
+    );
+    let log = dora_run(&file);
+    assert!(log.contains("teleop: episode 0 ended by the operator") && log.contains("episode 1: success=false ticks=8"), "{log}");
+    assert!(!verdict.exists(), "the second episode's verdict file is consumed");
+    let episodes = recorded(&out);
+    assert_eq!(episodes.len(), 2, "{log}");
+    assert!(episodes[0].success && episodes[0].ticks.len() < 8, "episode 0: success {} after {} ticks", episodes[0].success, episodes[0].ticks.len());
+    assert_eq!((episodes[1].success, episodes[1].ticks.len()), (false, 8));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// `scripts/dry_run_real_graph.sh`, the README's no-robot run of `dataflow.yml`, still runs against the graph
 /// file (it rewrites settings it names and fails when one is gone) and reports every node.
 #[test]

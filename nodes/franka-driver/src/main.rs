@@ -15,7 +15,9 @@
 //! (`xmin,ymin,zmin,xmax,ymax,zmax` m), `MAX_SPEED` (m/s), `MAX_ACCEL` (m/s²), `MAX_ANGULAR_SPEED` (rad/s),
 //! `WATCHDOG_MS` (defaults: `glue::arm::SafetyConfig::default`), `MAX_ACTION_AGE_MS` (an action answering a tick
 //! older than this is not followed: the loop has fallen behind the arm; default 300).
-//! Inputs: `action` (the policy's). Outputs: `episode`, `robot_state`. A rejected action (bad field, NaN) is
+//! Inputs: `action` (the policy's or the operator's), optionally `end` (the teleoperating operator's end of the
+//! episode, an `EpisodeEvent::End`: the episode stops at once and its success is taken from it, no verdict file).
+//! Outputs: `episode`, `robot_state`. A rejected action (bad field, NaN) is
 //! logged with its episode and frame and makes the arm hold; at the end of the run the node prints its tick
 //! latency (mean, p95) and how many actions it rejected, clamped and found too old.
 
@@ -141,7 +143,8 @@ fn main() -> eyre::Result<()> {
         send(&mut node, "episode", &Header { episode, frame: 0, timestamp_ns: 0 }, &start)?;
         arm.start(shared.clone())?;
         let (mut frame, mut next_tick) = (0u64, Instant::now());
-        while frame < max_ticks {
+        let mut operator_end = None;
+        while frame < max_ticks && operator_end.is_none() {
             let now = Instant::now();
             if now >= next_tick {
                 let tick = Instant::now();
@@ -185,6 +188,11 @@ fn main() -> eyre::Result<()> {
                         eprintln!("franka-driver: episode {episode}: rejected action, holding: {e}");
                     }
                 },
+                Some(Event::Input { id, metadata, data }) if id.as_str() == "end" => match decode::<EpisodeEvent>(&metadata, &data) {
+                    Ok((h, EpisodeEvent::End { success, .. })) if h.episode == episode => operator_end = Some(success),
+                    Ok((h, event)) => eprintln!("franka-driver: episode {episode}: ignoring `end` input {event:?} of episode {}", h.episode),
+                    Err(e) => eprintln!("franka-driver: episode {episode}: ignoring an invalid `end` input: {e}"),
+                },
                 Some(Event::Input { id, .. }) => eyre::bail!("franka-driver: unexpected input `{id}`"),
                 Some(Event::Stop(_)) | None => {
                     arm.stop()?;
@@ -195,8 +203,12 @@ fn main() -> eyre::Result<()> {
         }
         guard.lock().expect("guard lock").hold();
         arm.stop()?;
-        let Some(success) = verdict(&verdict_file, episode, &mut events)? else {
-            return Ok(());
+        let success = match operator_end {
+            Some(success) => success,
+            None => match verdict(&verdict_file, episode, &mut events)? {
+                Some(success) => success,
+                None => return Ok(()),
+            },
         };
         let end = EpisodeEvent::End { success, ticks: frame };
         send(&mut node, "episode", &Header { episode, frame, timestamp_ns: shared.clock.elapsed().as_nanos() as u64 }, &end)?;

@@ -83,10 +83,6 @@ impl Part {
     }
 }
 
-/// Whether input `name` has delivered a frame after `frame`: dora keeps each input in order, so it skipped `frame`.
-fn skipped(name: &str, frame: u64, newest: &BTreeMap<&'static str, u64>) -> bool {
-    newest.get(name).is_some_and(|&f| f > frame)
-}
 
 impl Parts {
     fn set(&mut self, part: Part) {
@@ -122,15 +118,15 @@ impl Parts {
             .collect()
     }
 
-    /// Whether the tick of `frame` can be written: the required inputs are here, and each connected optional input
-    /// either is too or has already delivered a later frame (`newest`), so it skipped this one.
-    fn ready(&self, frame: u64, c: &Connected, newest: &BTreeMap<&'static str, u64>) -> bool {
-        self.missing_required().is_empty() && self.missing_optional(c).iter().all(|name| skipped(name, frame, newest))
+    /// Whether the tick can be written: the required inputs are here, and each connected optional input either is
+    /// too or has `skipped` this tick.
+    fn ready(&self, c: &Connected, skipped: impl Fn(&str) -> bool) -> bool {
+        self.missing_required().is_empty() && self.missing_optional(c).iter().all(|name| skipped(name))
     }
 
-    /// A required input this tick lacks and will never get (it has delivered a later frame): the tick is lost.
-    fn lost_input(&self, frame: u64, newest: &BTreeMap<&'static str, u64>) -> Option<&'static str> {
-        self.missing_required().into_iter().find(|name| skipped(name, frame, newest))
+    /// A required input this tick lacks and will never get (it has `skipped` this tick): the tick is lost.
+    fn lost_input(&self, skipped: impl Fn(&str) -> bool) -> Option<&'static str> {
+        self.missing_required().into_iter().find(|name| skipped(name))
     }
 
     fn into_tick(self, frame: u64) -> Tick {
@@ -190,6 +186,10 @@ struct Recorder {
     active: BTreeMap<u64, Recording>,
     /// Episodes already written (or abandoned): late inputs for them are dropped.
     closed: BTreeSet<u64>,
+    /// The newest episode each per-frame input has delivered: an input that has moved on to a later episode will
+    /// deliver nothing more of an earlier one (an episode the operator ended before the tracker's first keypoints,
+    /// say), so its missing ticks there are skipped rather than waited for.
+    latest_episode: BTreeMap<&'static str, u64>,
     /// Episodes written and how many of them succeeded.
     written: u32,
     succeeded: u32,
@@ -201,8 +201,13 @@ impl Recorder {
         let Some(rec) = self.active.get_mut(&episode) else { return Ok(()) };
         let Some(start) = rec.start.clone() else { return Ok(()) };
         while let Some(parts) = rec.parts.get(&rec.next_frame) {
-            if !parts.ready(rec.next_frame, &self.connected, &rec.newest) {
-                let Some(name) = parts.lost_input(rec.next_frame, &rec.newest) else { break };
+            // dora keeps each input in order, so one that has delivered a later frame or episode skipped this tick.
+            let frame = rec.next_frame;
+            let skipped = |name: &str| {
+                rec.newest.get(name).is_some_and(|&f| f > frame) || self.latest_episode.get(name).is_some_and(|&e| e > episode)
+            };
+            if !parts.ready(&self.connected, skipped) {
+                let Some(name) = parts.lost_input(skipped) else { break };
                 rec.parts.remove(&rec.next_frame);
                 *rec.lost.entry(name).or_default() += 1;
                 rec.next_frame += 1;
@@ -245,8 +250,18 @@ impl Recorder {
 }
 
 impl Recorder {
-    /// Takes one input (`Err`: an episode event) and writes what it completes.
+    /// Takes one input (`Err`: an episode event) and writes what it completes, in this episode and in earlier ones
+    /// that were waiting for this input.
     fn receive(&mut self, h: Header, part: Result<Part, EpisodeEvent>) -> eyre::Result<()> {
+        if let Ok(part) = &part {
+            if self.latest_episode.get(part.input()).is_none_or(|&e| h.episode > e) {
+                self.latest_episode.insert(part.input(), h.episode);
+                let earlier: Vec<u64> = self.active.range(..h.episode).map(|(&e, _)| e).collect();
+                for episode in earlier {
+                    self.flush(episode)?;
+                }
+            }
+        }
         if self.closed.contains(&h.episode) {
             return Ok(());
         }
@@ -284,6 +299,7 @@ fn main() -> eyre::Result<()> {
         connected: Connected { segmentation: has("segmentation"), oracle_tracks: has("oracle_tracks"), keypoints: has("keypoints"), object_poses: has("object_poses") },
         active: BTreeMap::new(),
         closed: BTreeSet::new(),
+        latest_episode: BTreeMap::new(),
         written: 0,
         succeeded: 0,
     };
@@ -338,7 +354,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&out_dir);
         std::fs::create_dir_all(&out_dir).unwrap();
         let connected = Connected { segmentation: false, oracle_tracks: false, keypoints, object_poses: false };
-        let rec = Recorder { out_dir: out_dir.clone(), control_hz: 10.0, connected, active: BTreeMap::new(), closed: BTreeSet::new(), written: 0, succeeded: 0 };
+        let rec = Recorder { out_dir: out_dir.clone(), control_hz: 10.0, connected, active: BTreeMap::new(), closed: BTreeSet::new(), latest_episode: BTreeMap::new(), written: 0, succeeded: 0 };
         (rec, out_dir)
     }
 
@@ -401,6 +417,32 @@ mod tests {
         let episode = read_episode(&files[0]).unwrap();
         assert_eq!(episode.ticks.iter().map(|t| t.frame).collect::<Vec<_>>(), [0, 2, 3], "frame indices show the hole");
         assert_eq!(episode.ticks.iter().map(|t| t.image[0]).collect::<Vec<_>>(), [0, 2, 3]);
+        std::fs::remove_dir_all(&out_dir).unwrap();
+    }
+
+    /// Episode 0 ends after one tick whose keypoints never come (the tracker moved on to episode 1 before grounding
+    /// answered): it waits while the tracker may still deliver, and is written, that tick without keypoints, once
+    /// the tracker delivers episode 1.
+    #[test]
+    fn an_episode_an_optional_input_left_behind_is_written_once_that_input_moves_on() {
+        let (mut rec, out_dir) = recorder("left-behind", true);
+        let start = |seed| EpisodeEvent::Start { task: "push-button".into(), text_query: vec!["red button".into()], seed, variant: "none".into(), strength: 0.0, objects: vec![] };
+        rec.receive(header(0), Err(start(0))).unwrap();
+        for part in required(0) {
+            rec.receive(header(0), Ok(part)).unwrap();
+        }
+        rec.receive(header(1), Err(EpisodeEvent::End { success: true, ticks: 1 })).unwrap();
+        let next = |frame| Header { episode: 1, ..header(frame) };
+        rec.receive(next(0), Err(start(1))).unwrap();
+        for part in required(0) {
+            rec.receive(next(0), Ok(part)).unwrap();
+        }
+        assert_eq!(rec.written, 0, "episode 0's keypoints may still come");
+        rec.receive(next(0), Ok(keypoints(0))).unwrap();
+        assert!(rec.closed.contains(&0) && rec.written == 1, "the tracker has moved on: episode 0 is written");
+        let episode = read_episode(&list_episodes(&out_dir).unwrap()[0]).unwrap();
+        assert_eq!((episode.info.episode, episode.success, episode.ticks.len()), (0, true, 1));
+        assert!(episode.ticks[0].keypoints.is_none());
         std::fs::remove_dir_all(&out_dir).unwrap();
     }
 }

@@ -5,7 +5,9 @@
 //! Inputs: `episode` (a start re-anchors the target at the measured pose and opens the hand), `robot_state`
 //! (each tick: answered with the `action` for that frame, the previous target moved by the device's command,
 //! `glue::teleop::Teleop`). The device is read on its own thread, so a tick never waits for it; check a
-//! device's directions and buttons with `glue teleop-check` first.
+//! device's directions and buttons with `glue teleop-check` first. Output `end`: the operator's end of the
+//! episode (the SpaceMouse's right button or Enter: success; Backspace: failure), an `EpisodeEvent::End` with
+//! the tick's header, which the real arm's driver takes in place of the verdict file.
 //! Settings: `DEVICE` (required: an evdev device, e.g. `/dev/input/by-id/usb-3Dconnexion_SpaceMouse_Compact-event-if00`;
 //! a regular file of `struct input_event` records is replayed once and its last state held, which is how the tests
 //! drive it), `SCHEME` (`spacemouse` | `keyboard`), `MAX_SPEED` (m/s, default 0.1), `MAX_ANGULAR_SPEED` (rad/s,
@@ -48,7 +50,7 @@ fn track_episode(current: &mut CurrentEpisode, episode: u64, teleop: &mut Teleop
         EpisodeOrder::Current => true,
         EpisodeOrder::New => {
             teleop.reset();
-            device.open_gripper();
+            device.new_episode();
             true
         }
     }
@@ -86,6 +88,10 @@ fn main() -> eyre::Result<()> {
         drain(&events, &mut device, &device_path)?;
         let action = teleop.act(&device, &state, Instant::now())?;
         send(&mut node, "action", &h, &action)?;
+        if let Some(success) = device.take_verdict() {
+            send(&mut node, "end", &h, &EpisodeEvent::End { success, ticks: h.frame + 1 })?;
+            println!("teleop: episode {} ended by the operator at frame {}: success={success}", h.episode, h.frame);
+        }
         latency.record(start);
         answered = Some(start);
     }
