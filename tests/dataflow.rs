@@ -406,24 +406,37 @@ fn the_real_robot_graph_runs_in_a_dry_run_with_a_streamed_camera_and_the_operato
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// A file of input events standing in for the operator's device (the teleop node replays a regular file once and
-/// holds its last state).
-fn device_file(dir: &Path, events: &[(u16, u16, i32)]) -> PathBuf {
-    let path = dir.join("device.events");
-    let bytes: Vec<u8> = events.iter().flat_map(|&(kind, code, value)| InputEvent { kind, code, value }.to_bytes()).collect();
-    std::fs::write(&path, bytes).unwrap();
-    path
+/// The operator's device: a FIFO into which a thread writes `at_start` at once and `in_episode` once the recorder
+/// has begun writing an episode under `out` (the teleop node takes a press before an episode's first tick as
+/// pressed between episodes, and drops it). Returns the FIFO's path and the thread, which ends after writing.
+fn operator(dir: &Path, out: &Path, at_start: Vec<(u16, u16, i32)>, in_episode: Vec<(u16, u16, i32)>) -> (PathBuf, std::thread::JoinHandle<()>) {
+    let device = dir.join("device.fifo");
+    assert!(Command::new("mkfifo").arg(&device).status().unwrap().success());
+    let (path, out) = (device.clone(), out.to_path_buf());
+    let thread = std::thread::spawn(move || {
+        use std::io::Write;
+        let bytes = |events: Vec<(u16, u16, i32)>| -> Vec<u8> { events.into_iter().flat_map(|(kind, code, value)| InputEvent { kind, code, value }.to_bytes()).collect() };
+        let mut fifo = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        fifo.write_all(&bytes(at_start)).unwrap();
+        let writing = || std::fs::read_dir(&out).ok()?.flatten().find_map(|run| std::fs::read_dir(run.path()).ok()?.flatten().find(|f| f.file_name().to_string_lossy().ends_with(".partial")));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while writing().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        fifo.write_all(&bytes(in_episode)).unwrap();
+    });
+    (device, thread)
 }
 
-/// Teleoperation in the simulator (`dataflow.teleop.sim.yml`): the keyboard scheme with W held (+x) and one press
-/// of space (close the gripper), unpaced. Every tick is recorded with the operator's action; the target leads the
-/// measured hand by at most `MAX_LEAD`; the simulated hand moves along +x; the gripper target is closed from the
-/// press on; the node reports the toggle.
+/// Teleoperation in the simulator (`dataflow.teleop.sim.yml`): the keyboard scheme with W held (+x) from the start
+/// and one press of space (close the gripper) during the episode, unpaced. Every tick is recorded with the
+/// operator's action; the target leads the measured hand by at most `MAX_LEAD`; the simulated hand moves along +x;
+/// the gripper target opens the episode and is closed from the press on; the node reports the toggle.
 #[test]
 fn teleoperation_drives_the_simulator_and_is_recorded() {
     let dir = temp_dir("teleop-sim");
     let out = dir.join("recordings");
-    let device = device_file(&dir, &[(codes::EV_KEY, codes::KEY_W, 1), (codes::EV_KEY, codes::KEY_SPACE, 1), (codes::EV_KEY, codes::KEY_SPACE, 0)]);
+    let (device, operator) = operator(&dir, &out, vec![(codes::EV_KEY, codes::KEY_W, 1)], vec![(codes::EV_KEY, codes::KEY_SPACE, 1), (codes::EV_KEY, codes::KEY_SPACE, 0)]);
     let file = dataflow(
         "dataflow.teleop.sim.yml",
         &dir,
@@ -436,6 +449,7 @@ fn teleoperation_drives_the_simulator_and_is_recorded() {
         ],
     );
     let log = dora_run(&file);
+    operator.join().unwrap();
     assert!(log.contains("1 gripper toggles"), "teleop summary missing:\n{log}");
     let episodes = recorded(&out);
     assert_eq!(episodes.len(), 1);
@@ -446,7 +460,7 @@ fn teleoperation_drives_the_simulator_and_is_recorded() {
         assert!(lead <= 0.05 + 1e-4, "frame {}: the target leads the hand by {lead} m", t.frame);
     }
     let closed_from = ticks.iter().position(|t| t.action.gripper == 0.0).expect("the gripper target never closed");
-    assert!(closed_from <= 1 && ticks[closed_from..].iter().all(|t| t.action.gripper == 0.0), "gripper targets from frame {closed_from}");
+    assert!(closed_from >= 1 && ticks[closed_from..].iter().all(|t| t.action.gripper == 0.0), "gripper targets from frame {closed_from}");
     let (first, later) = (glam::Vec3::from(ticks[0].robot_state.ee_position), glam::Vec3::from(ticks[30].robot_state.ee_position));
     let moved = later - first;
     assert!(moved.x > 0.05 && moved.x > 5.0 * moved.y.abs().max(moved.z.abs()), "the hand should move along +x: {moved}");
@@ -455,7 +469,7 @@ fn teleoperation_drives_the_simulator_and_is_recorded() {
 
 /// Teleoperation on the real-arm graph in a dry run (`dataflow.teleop.yml`, as the real-robot test above: a
 /// streamed camera frame, the operator's box for grounding, 5 Hz): a SpaceMouse pushed along its -y axis, mapped
-/// to the robot's +x by `AXES`, and its left button pressed. Every tick is recorded with its image, the tracked
+/// to the robot's +x by `AXES`, and its left button pressed during the episode. Every tick is recorded with its image, the tracked
 /// keypoints (recorded live) and the operator's valid action; the dry-run arm moves along +x; the driver rejects
 /// nothing; the training loader takes the episode with the tracker's keypoints.
 #[test]
@@ -467,7 +481,7 @@ fn teleoperation_records_demonstrations_with_live_keypoints_on_the_real_arm_grap
     std::fs::write(&frame, &source.ticks[0].image).unwrap();
     let verdict = dir.join("verdict");
     std::fs::write(&verdict, "success\n").unwrap();
-    let device = device_file(&dir, &[(codes::EV_ABS, 1, -350), (codes::EV_KEY, codes::BTN_0, 1), (codes::EV_KEY, codes::BTN_0, 0)]);
+    let (device, operator) = operator(&dir, &out, vec![(codes::EV_ABS, 1, -350)], vec![(codes::EV_KEY, codes::BTN_0, 1), (codes::EV_KEY, codes::BTN_0, 0)]);
     let stream = format!("while :; do cat {}; sleep 0.03; done", frame.display());
     let ticks = 12;
     let file = dataflow(
@@ -495,6 +509,7 @@ fn teleoperation_records_demonstrations_with_live_keypoints_on_the_real_arm_grap
         ],
     );
     let log = dora_run(&file);
+    operator.join().unwrap();
     assert!(log.contains("episode 0: success=true ticks=12"), "driver outcome line missing:\n{log}");
     assert!(log.contains("0 actions rejected") && log.contains("1 gripper toggles"), "{log}");
     let episodes = recorded(&out);
@@ -515,9 +530,10 @@ fn teleoperation_records_demonstrations_with_live_keypoints_on_the_real_arm_grap
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// The operator ends a teleoperated episode with a key (Enter: success) on the real-arm graph in a dry run: the
-/// first of two episodes stops early with success and no verdict file; the press does not carry over, so the second
-/// runs to `MAX_TICKS` and takes the operator's verdict from the file as usual.
+/// The operator ends a teleoperated episode with a key on the real-arm graph in a dry run: W (+x) held from the
+/// start, Enter (success) pressed once the recorder has begun writing episode 0.
+/// Episode 0 stops early with success and no verdict file; episode 1, which nobody ends, runs to `MAX_TICKS` and
+/// takes the verdict from the file as usual.
 #[test]
 fn the_operator_ends_a_teleoperated_episode_with_a_key() {
     let dir = temp_dir("teleop-end");
@@ -527,16 +543,16 @@ fn the_operator_ends_a_teleoperated_episode_with_a_key() {
     std::fs::write(&frame, &source.ticks[0].image).unwrap();
     let verdict = dir.join("verdict");
     std::fs::write(&verdict, "failure\n").unwrap();
-    let device = device_file(&dir, &[(codes::EV_KEY, codes::KEY_W, 1), (codes::EV_KEY, codes::KEY_ENTER, 1), (codes::EV_KEY, codes::KEY_ENTER, 0)]);
+    let (device, operator) = operator(&dir, &out, vec![(codes::EV_KEY, codes::KEY_W, 1)], vec![(codes::EV_KEY, codes::KEY_ENTER, 1), (codes::EV_KEY, codes::KEY_ENTER, 0)]);
     let stream = format!("while :; do cat {}; sleep 0.03; done", frame.display());
+    let max_ticks = 20;
     let file = dataflow(
         "dataflow.teleop.yml",
         &dir,
         &[
             ("franka-driver", "BACKEND", "dry-run"),
             ("franka-driver", "EPISODES", "2"),
-            ("franka-driver", "MAX_TICKS", "8"),
-            ("franka-driver", "CONTROL_HZ", "5"),
+            ("franka-driver", "MAX_TICKS", &max_ticks.to_string()),
             ("franka-driver", "VERDICT_FILE", verdict.to_str().unwrap()),
             ("franka-driver", "MAX_ACTION_AGE_MS", "10000"),
             ("camera", "SOURCE", &stream),
@@ -548,18 +564,19 @@ fn the_operator_ends_a_teleoperated_episode_with_a_key() {
             ("grounding", "BOXES", "90,60,150,120"),
             ("teleop", "DEVICE", device.to_str().unwrap()),
             ("teleop", "SCHEME", "keyboard"),
-            ("teleop", "CONTROL_HZ", "5"),
             ("recorder", "OUT_DIR", out.to_str().unwrap()),
-            ("recorder", "CONTROL_HZ", "5"),
         ],
     );
     let log = dora_run(&file);
-    assert!(log.contains("teleop: episode 0 ended by the operator") && log.contains("episode 1: success=false ticks=8"), "{log}");
+    operator.join().unwrap();
+    assert!(log.contains("teleop: episode 0 ended by the operator") && log.contains(&format!("episode 1: success=false ticks={max_ticks}")), "{log}");
     assert!(!verdict.exists(), "the second episode's verdict file is consumed");
     let episodes = recorded(&out);
     assert_eq!(episodes.len(), 2, "{log}");
-    assert!(episodes[0].success && episodes[0].ticks.len() < 8, "episode 0: success {} after {} ticks", episodes[0].success, episodes[0].ticks.len());
-    assert_eq!((episodes[1].success, episodes[1].ticks.len()), (false, 8));
+    assert!(episodes[0].success && episodes[0].ticks.len() < max_ticks, "episode 0: success {} after {} ticks", episodes[0].success, episodes[0].ticks.len());
+    assert_eq!((episodes[1].success, episodes[1].ticks.len()), (false, max_ticks));
+    let moved = glam::Vec3::from(episodes[0].ticks.last().unwrap().robot_state.ee_position) - glam::Vec3::from(episodes[0].ticks[0].robot_state.ee_position);
+    assert!(moved.x > 0.0, "W held: {moved}");
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -2,29 +2,30 @@
 //! demonstrations; it takes the policy's place in the graph (`dataflow.teleop.yml` on the real arm,
 //! `dataflow.teleop.sim.yml` in the simulator) and the recorder records the episodes as it records a policy's.
 //!
-//! Inputs: `episode` (a start re-anchors the target at the measured pose and opens the hand), `robot_state`
+//! Inputs: `episode` (a new episode re-anchors the target at the measured pose, opens the hand and drops the
+//! presses made between episodes), `robot_state`
 //! (each tick: answered with the `action` for that frame, the previous target moved by the device's command,
 //! `glue::teleop::Teleop`). The device is read on its own thread, so a tick never waits for it; check a
 //! device's directions and buttons with `glue teleop-check` first. Output `end`: the operator's end of the
 //! episode (the SpaceMouse's right button or Enter: success; Backspace: failure), an `EpisodeEvent::End` with
 //! the tick's header, which the real arm's driver takes in place of the verdict file.
 //! Settings: `DEVICE` (required: an evdev device, e.g. `/dev/input/by-id/usb-3Dconnexion_SpaceMouse_Compact-event-if00`;
-//! a regular file of `struct input_event` records is replayed once and its last state held, which is how the tests
-//! drive it), `SCHEME` (`spacemouse` | `keyboard`), `MAX_SPEED` (m/s, default 0.1), `MAX_ANGULAR_SPEED` (rad/s,
+//! a FIFO or a regular file of `struct input_event` records works too, the file replayed once and its last state
+//! held; the tests write a FIFO), `SCHEME` (`spacemouse` | `keyboard`), `MAX_SPEED` (m/s, default 0.1), `MAX_ANGULAR_SPEED` (rad/s,
 //! default 0.5), `ROTATION` (`none` | `yaw` | `full`, default `yaw`), `AXES` (SpaceMouse axes in the robot base
 //! frame, default `x,y,z,rx,ry,rz`), `FULL_SCALE` (default 350), `DEADZONE` (default 0.1), `REL_HOLD_MS` (default
 //! 150), `MAX_LEAD` (m, default 0.05), `CONTROL_HZ` (the driver's or simulator's, default 10), `PACE_HZ` (answers at most this many ticks a second,
 //! so the lock-stepped simulator runs in real time for the operator; default `CONTROL_HZ`; 0: unpaced). At the end
 //! of the run it prints its per-tick latency and how many times the gripper was toggled.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use dora_bridge::{CurrentEpisode, EpisodeOrder, Input, Latency, decode, env_or, next_input, send};
 use dora_node_api::DoraNode;
 use eyre::eyre;
 use glue::msg::{EpisodeEvent, RobotState};
-use glue::teleop::{DeviceState, Rotation, Scheme, Teleop, TeleopConfig, drain, spawn_reader};
+use glue::teleop::{DeviceState, EventStream, Rotation, Scheme, Teleop, TeleopConfig, drain, spawn_reader};
 
 fn config() -> eyre::Result<TeleopConfig> {
     let d = TeleopConfig::default();
@@ -43,17 +44,19 @@ fn config() -> eyre::Result<TeleopConfig> {
 }
 
 /// Tracks the episode a message belongs to: the first message of a newer episode re-anchors the target and opens
-/// the hand. Whether the message is to be answered (false: an ended episode's).
-fn track_episode(current: &mut CurrentEpisode, episode: u64, teleop: &mut Teleop, device: &mut DeviceState) -> bool {
-    match current.observe(episode) {
+/// the hand, after taking in the events so far, so that a button pressed between episodes does not end or close
+/// anything in the new one. Whether the message is to be answered (false: an ended episode's).
+fn track_episode(current: &mut CurrentEpisode, episode: u64, teleop: &mut Teleop, device: &mut DeviceState, events: &EventStream, path: &Path) -> eyre::Result<bool> {
+    Ok(match current.observe(episode) {
         EpisodeOrder::Stale => false,
         EpisodeOrder::Current => true,
         EpisodeOrder::New => {
+            drain(events, device, path)?;
             teleop.reset();
             device.new_episode();
             true
         }
-    }
+    })
 }
 
 fn main() -> eyre::Result<()> {
@@ -69,16 +72,16 @@ fn main() -> eyre::Result<()> {
     let pace = (pace_hz > 0.0).then(|| Duration::from_secs_f32(1.0 / pace_hz));
     let mut answered: Option<Instant> = None;
     while let Some(Input { id, metadata, data }) = next_input(&mut stream) {
-        let state = match id.as_str() {
+        let (h, state) = match id.as_str() {
             "episode" => {
-                track_episode(&mut episode, decode::<EpisodeEvent>(&metadata, &data)?.0.episode, &mut teleop, &mut device);
+                let h = decode::<EpisodeEvent>(&metadata, &data)?.0;
+                track_episode(&mut episode, h.episode, &mut teleop, &mut device, &events, &device_path)?;
                 continue;
             }
             "robot_state" => decode::<RobotState>(&metadata, &data)?,
             other => eyre::bail!("teleop: unexpected input `{other}`"),
         };
-        let (h, state) = state;
-        if !track_episode(&mut episode, h.episode, &mut teleop, &mut device) {
+        if !track_episode(&mut episode, h.episode, &mut teleop, &mut device, &events, &device_path)? {
             continue;
         }
         if let (Some(period), Some(previous)) = (pace, answered) {
