@@ -339,6 +339,37 @@ fn replay_streams_at_the_recorded_timing() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// The real-arm graphs' dry run: the driver with no robot (`BACKEND: dry-run`; the age bound is not under test,
+/// and tests run several graphs at once on two cores), a recorded push-button frame streamed by a shell loop as
+/// the camera, the operator's box for grounding with the shipped local encoder, and the verdict file holding
+/// `verdict`. Returns the recorded frame, the verdict file and the settings, to which a test adds its own.
+fn dry_run_rig(dir: &Path, verdict: &str) -> (Episode, PathBuf, Vec<(&'static str, &'static str, String)>) {
+    let source = read_episode(&root().join("recordings/push-button-none-seed001000-ep0000.arrow")).unwrap();
+    let frame = dir.join("frame.rgb");
+    std::fs::write(&frame, &source.ticks[0].image).unwrap();
+    let verdict_file = dir.join("verdict");
+    std::fs::write(&verdict_file, format!("{verdict}\n")).unwrap();
+    let settings = vec![
+        ("franka-driver", "BACKEND", "dry-run".to_string()),
+        ("franka-driver", "VERDICT_FILE", verdict_file.display().to_string()),
+        ("franka-driver", "MAX_ACTION_AGE_MS", "10000".to_string()),
+        ("camera", "SOURCE", format!("while :; do cat {}; sleep 0.03; done", frame.display())),
+        ("camera", "SOURCE_WIDTH", source.info.width.to_string()),
+        ("camera", "SOURCE_HEIGHT", source.info.height.to_string()),
+        ("grounding", "WEIGHTS", root().join("checkpoints/local-vit-small").display().to_string()),
+        ("grounding", "DETECTOR", String::new()),
+        ("grounding", "SEGMENTER", String::new()),
+        ("grounding", "BOXES", "90,60,150,120".to_string()),
+    ];
+    (source, verdict_file, settings)
+}
+
+/// [`dataflow`] with owned setting values.
+fn dataflow_with(name: &str, dir: &Path, settings: &[(&'static str, &'static str, String)]) -> PathBuf {
+    let borrowed: Vec<(&str, &str, &str)> = settings.iter().map(|(node, key, value)| (*node, *key, value.as_str())).collect();
+    dataflow(name, dir, &borrowed)
+}
+
 /// The real-robot graph (`dataflow.yml`) end to end without a robot: the driver's dry run (the simulator's
 /// kinematics following the servo), a camera whose SOURCE command streams a recorded push-button frame as raw
 /// rgb24, the operator's box for grounding, the shipped push-button checkpoint. The driver's clock runs at 5 Hz
@@ -349,39 +380,20 @@ fn replay_streams_at_the_recorded_timing() {
 fn the_real_robot_graph_runs_in_a_dry_run_with_a_streamed_camera_and_the_operators_verdict() {
     let dir = temp_dir("real");
     let out = dir.join("recordings");
-    let source = read_episode(&root().join("recordings/push-button-none-seed001000-ep0000.arrow")).unwrap();
-    let frame = dir.join("frame.rgb");
-    std::fs::write(&frame, &source.ticks[0].image).unwrap();
-    let verdict = dir.join("verdict");
-    std::fs::write(&verdict, "failure\n").unwrap();
-    let stream = format!("while :; do cat {}; sleep 0.03; done", frame.display());
-    let (checkpoint, weights) = (shipped(TaskKind::PushButton), root().join("checkpoints/local-vit-small"));
+    let (source, verdict, mut settings) = dry_run_rig(&dir, "failure");
+    let checkpoint = shipped(TaskKind::PushButton).display().to_string();
     let ticks = 12;
-    let file = dataflow(
-        "dataflow.yml",
-        &dir,
-        &[
-            ("franka-driver", "BACKEND", "dry-run"),
-            ("franka-driver", "MAX_TICKS", &ticks.to_string()),
-            ("franka-driver", "CONTROL_HZ", "5"),
-            ("franka-driver", "VERDICT_FILE", verdict.to_str().unwrap()),
-            // Tests run several graphs at once on two cores; the age bound is the driver's, not under test here.
-            ("franka-driver", "MAX_ACTION_AGE_MS", "10000"),
-            ("camera", "SOURCE", &stream),
-            ("camera", "SOURCE_WIDTH", &source.info.width.to_string()),
-            ("camera", "SOURCE_HEIGHT", &source.info.height.to_string()),
-            ("grounding", "WEIGHTS", weights.to_str().unwrap()),
-            ("grounding", "DETECTOR", ""),
-            ("grounding", "SEGMENTER", ""),
-            ("grounding", "BOXES", "90,60,150,120"),
-            ("encoder", "CHECKPOINT", checkpoint.to_str().unwrap()),
-            ("policy", "CHECKPOINT", checkpoint.to_str().unwrap()),
-            ("policy", "CONTROL_HZ", "5"),
-            ("policy", "MAX_LAG_MS", "200"),
-            ("recorder", "OUT_DIR", out.to_str().unwrap()),
-            ("recorder", "CONTROL_HZ", "5"),
-        ],
-    );
+    settings.extend([
+        ("franka-driver", "MAX_TICKS", ticks.to_string()),
+        ("franka-driver", "CONTROL_HZ", "5".to_string()),
+        ("encoder", "CHECKPOINT", checkpoint.clone()),
+        ("policy", "CHECKPOINT", checkpoint),
+        ("policy", "CONTROL_HZ", "5".to_string()),
+        ("policy", "MAX_LAG_MS", "200".to_string()),
+        ("recorder", "OUT_DIR", out.display().to_string()),
+        ("recorder", "CONTROL_HZ", "5".to_string()),
+    ]);
+    let file = dataflow_with("dataflow.yml", &dir, &settings);
     let log = dora_run(&file);
     assert!(log.contains("episode 0: success=false ticks=12"), "driver outcome line missing:\n{log}");
     assert!(log.contains("0 actions rejected"), "{log}");
@@ -476,38 +488,20 @@ fn teleoperation_drives_the_simulator_and_is_recorded() {
 fn teleoperation_records_demonstrations_with_live_keypoints_on_the_real_arm_graph() {
     let dir = temp_dir("teleop-real");
     let out = dir.join("recordings");
-    let source = read_episode(&root().join("recordings/push-button-none-seed001000-ep0000.arrow")).unwrap();
-    let frame = dir.join("frame.rgb");
-    std::fs::write(&frame, &source.ticks[0].image).unwrap();
-    let verdict = dir.join("verdict");
-    std::fs::write(&verdict, "success\n").unwrap();
+    let (_, _, mut settings) = dry_run_rig(&dir, "success");
     let (device, operator) = operator(&dir, &out, vec![(codes::EV_ABS, 1, -350)], vec![(codes::EV_KEY, codes::BTN_0, 1), (codes::EV_KEY, codes::BTN_0, 0)]);
-    let stream = format!("while :; do cat {}; sleep 0.03; done", frame.display());
     let ticks = 12;
-    let file = dataflow(
-        "dataflow.teleop.yml",
-        &dir,
-        &[
-            ("franka-driver", "BACKEND", "dry-run"),
-            ("franka-driver", "EPISODES", "1"),
-            ("franka-driver", "MAX_TICKS", &ticks.to_string()),
-            ("franka-driver", "CONTROL_HZ", "5"),
-            ("franka-driver", "VERDICT_FILE", verdict.to_str().unwrap()),
-            ("franka-driver", "MAX_ACTION_AGE_MS", "10000"),
-            ("camera", "SOURCE", &stream),
-            ("camera", "SOURCE_WIDTH", &source.info.width.to_string()),
-            ("camera", "SOURCE_HEIGHT", &source.info.height.to_string()),
-            ("grounding", "WEIGHTS", root().join("checkpoints/local-vit-small").to_str().unwrap()),
-            ("grounding", "DETECTOR", ""),
-            ("grounding", "SEGMENTER", ""),
-            ("grounding", "BOXES", "90,60,150,120"),
-            ("teleop", "DEVICE", device.to_str().unwrap()),
-            ("teleop", "AXES", "-y,x,z,rx,ry,rz"),
-            ("teleop", "CONTROL_HZ", "5"),
-            ("recorder", "OUT_DIR", out.to_str().unwrap()),
-            ("recorder", "CONTROL_HZ", "5"),
-        ],
-    );
+    settings.extend([
+        ("franka-driver", "EPISODES", "1".to_string()),
+        ("franka-driver", "MAX_TICKS", ticks.to_string()),
+        ("franka-driver", "CONTROL_HZ", "5".to_string()),
+        ("teleop", "DEVICE", device.display().to_string()),
+        ("teleop", "AXES", "-y,x,z,rx,ry,rz".to_string()),
+        ("teleop", "CONTROL_HZ", "5".to_string()),
+        ("recorder", "OUT_DIR", out.display().to_string()),
+        ("recorder", "CONTROL_HZ", "5".to_string()),
+    ]);
+    let file = dataflow_with("dataflow.teleop.yml", &dir, &settings);
     let log = dora_run(&file);
     operator.join().unwrap();
     assert!(log.contains("episode 0: success=true ticks=12"), "driver outcome line missing:\n{log}");
@@ -538,35 +532,17 @@ fn teleoperation_records_demonstrations_with_live_keypoints_on_the_real_arm_grap
 fn the_operator_ends_a_teleoperated_episode_with_a_key() {
     let dir = temp_dir("teleop-end");
     let out = dir.join("recordings");
-    let source = read_episode(&root().join("recordings/push-button-none-seed001000-ep0000.arrow")).unwrap();
-    let frame = dir.join("frame.rgb");
-    std::fs::write(&frame, &source.ticks[0].image).unwrap();
-    let verdict = dir.join("verdict");
-    std::fs::write(&verdict, "failure\n").unwrap();
+    let (_, verdict, mut settings) = dry_run_rig(&dir, "failure");
     let (device, operator) = operator(&dir, &out, vec![(codes::EV_KEY, codes::KEY_W, 1)], vec![(codes::EV_KEY, codes::KEY_ENTER, 1), (codes::EV_KEY, codes::KEY_ENTER, 0)]);
-    let stream = format!("while :; do cat {}; sleep 0.03; done", frame.display());
     let max_ticks = 20;
-    let file = dataflow(
-        "dataflow.teleop.yml",
-        &dir,
-        &[
-            ("franka-driver", "BACKEND", "dry-run"),
-            ("franka-driver", "EPISODES", "2"),
-            ("franka-driver", "MAX_TICKS", &max_ticks.to_string()),
-            ("franka-driver", "VERDICT_FILE", verdict.to_str().unwrap()),
-            ("franka-driver", "MAX_ACTION_AGE_MS", "10000"),
-            ("camera", "SOURCE", &stream),
-            ("camera", "SOURCE_WIDTH", &source.info.width.to_string()),
-            ("camera", "SOURCE_HEIGHT", &source.info.height.to_string()),
-            ("grounding", "WEIGHTS", root().join("checkpoints/local-vit-small").to_str().unwrap()),
-            ("grounding", "DETECTOR", ""),
-            ("grounding", "SEGMENTER", ""),
-            ("grounding", "BOXES", "90,60,150,120"),
-            ("teleop", "DEVICE", device.to_str().unwrap()),
-            ("teleop", "SCHEME", "keyboard"),
-            ("recorder", "OUT_DIR", out.to_str().unwrap()),
-        ],
-    );
+    settings.extend([
+        ("franka-driver", "EPISODES", "2".to_string()),
+        ("franka-driver", "MAX_TICKS", max_ticks.to_string()),
+        ("teleop", "DEVICE", device.display().to_string()),
+        ("teleop", "SCHEME", "keyboard".to_string()),
+        ("recorder", "OUT_DIR", out.display().to_string()),
+    ]);
+    let file = dataflow_with("dataflow.teleop.yml", &dir, &settings);
     let log = dora_run(&file);
     operator.join().unwrap();
     assert!(log.contains("teleop: episode 0 ended by the operator") && log.contains(&format!("episode 1: success=false ticks={max_ticks}")), "{log}");
