@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use glue::collect::run_expert;
 use glue::dataflow::Graph;
-use glue::recording::{list_episodes, read_episode, Episode};
+use glue::recording::{list_episodes, read_episode, Episode, Tick};
 use glue::sim::ood::Condition;
 use glue::sim::task::TaskKind;
 use glue::sim::{EpisodeSpec, SimConfig};
@@ -440,6 +440,13 @@ fn operator(dir: &Path, out: &Path, at_start: Vec<(u16, u16, i32)>, in_episode: 
     (device, thread)
 }
 
+/// Checks that the measured hand went from `from` to `to` along +x: by more than `min` m, and over five times as
+/// far as along y or z.
+fn assert_moved_along_x(from: &Tick, to: &Tick, min: f32) {
+    let moved = glam::Vec3::from(to.robot_state.ee_position) - glam::Vec3::from(from.robot_state.ee_position);
+    assert!(moved.x > min && moved.x > 5.0 * moved.y.abs().max(moved.z.abs()), "frames {} -> {}: the hand should move along +x: {moved}", from.frame, to.frame);
+}
+
 /// Teleoperation in the simulator (`dataflow.teleop.sim.yml`): the keyboard scheme with W held (+x) from the start
 /// and one press of space (close the gripper) during the episode, unpaced. Every tick is recorded with the
 /// operator's action; the target leads the measured hand by at most `MAX_LEAD`; the simulated hand moves along +x;
@@ -473,17 +480,15 @@ fn teleoperation_drives_the_simulator_and_is_recorded() {
     }
     let closed_from = ticks.iter().position(|t| t.action.gripper == 0.0).expect("the gripper target never closed");
     assert!(closed_from >= 1 && ticks[closed_from..].iter().all(|t| t.action.gripper == 0.0), "gripper targets from frame {closed_from}");
-    let (first, later) = (glam::Vec3::from(ticks[0].robot_state.ee_position), glam::Vec3::from(ticks[30].robot_state.ee_position));
-    let moved = later - first;
-    assert!(moved.x > 0.05 && moved.x > 5.0 * moved.y.abs().max(moved.z.abs()), "the hand should move along +x: {moved}");
+    assert_moved_along_x(&ticks[0], &ticks[30], 0.05);
     std::fs::remove_dir_all(&dir).ok();
 }
 
 /// Teleoperation on the real-arm graph in a dry run (`dataflow.teleop.yml`, as the real-robot test above: a
 /// streamed camera frame, the operator's box for grounding, 5 Hz): a SpaceMouse pushed along its -y axis, mapped
-/// to the robot's +x by `AXES`, and its left button pressed during the episode. Every tick is recorded with its image, the tracked
-/// keypoints (recorded live) and the operator's valid action; the dry-run arm moves along +x; the driver rejects
-/// nothing; the training loader takes the episode with the tracker's keypoints.
+/// to the robot's +x by `AXES`, and its left button pressed during the episode. Every tick is recorded with its
+/// image, the tracked keypoints (recorded live) and the operator's valid action; the dry-run arm moves along +x;
+/// the driver rejects nothing; the training loader takes the episode with the tracker's keypoints.
 #[test]
 fn teleoperation_records_demonstrations_with_live_keypoints_on_the_real_arm_graph() {
     let dir = temp_dir("teleop-real");
@@ -515,8 +520,7 @@ fn teleoperation_records_demonstrations_with_live_keypoints_on_the_real_arm_grap
         assert!(t.action.check().is_ok(), "frame {}: {:?}", t.frame, t.action);
     }
     assert_eq!(ep.ticks[ticks - 1].action.gripper, 0.0, "the button closed the gripper");
-    let moved = glam::Vec3::from(ep.ticks[ticks - 1].robot_state.ee_position) - glam::Vec3::from(ep.ticks[0].robot_state.ee_position);
-    assert!(moved.x > 0.02 && moved.x > 5.0 * moved.y.abs().max(moved.z.abs()), "the dry-run arm should move along +x: {moved}");
+    assert_moved_along_x(&ep.ticks[0], &ep.ticks[ticks - 1], 0.02);
     // The recording is training input as it stands: `glue train` loads it with the tracker's keypoints.
     let run = std::fs::read_dir(&out).unwrap().next().unwrap().unwrap().path();
     let (demos, _, keypoints) = glue::train::data::load_demos(&[run], true, false).unwrap();
@@ -525,9 +529,9 @@ fn teleoperation_records_demonstrations_with_live_keypoints_on_the_real_arm_grap
 }
 
 /// The operator ends a teleoperated episode with a key on the real-arm graph in a dry run: W (+x) held from the
-/// start, Enter (success) pressed once the recorder has begun writing episode 0.
-/// Episode 0 stops early with success and no verdict file; episode 1, which nobody ends, runs to `MAX_TICKS` and
-/// takes the verdict from the file as usual.
+/// start, Enter (success) pressed once the recorder has begun writing episode 0. Episode 0 stops early with
+/// success and no verdict file; episode 1, which nobody ends, runs to `MAX_TICKS` and takes the verdict from the
+/// file as usual.
 #[test]
 fn the_operator_ends_a_teleoperated_episode_with_a_key() {
     let dir = temp_dir("teleop-end");
