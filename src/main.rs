@@ -561,6 +561,11 @@ struct TrainArgs {
     /// every key patch zeroed, as in a fully occluded scene at inference (not in the paper; default 0).
     #[arg(long)]
     keypoint_dropout: Option<f32>,
+    /// The chance (0-1) that each keypoint of a training sample is shown lost (flag 0, key patch zeroed,
+    /// coordinates kept), as the tracker shows a lost point: GLUE, --keypoint-coords and the keypoint policy
+    /// (not in the paper; default 0).
+    #[arg(long)]
+    point_dropout: Option<f32>,
     /// The tracked keypoints' (x, y, visible) join the robot state (GLUE: eq. 3's S), so the policy sees their
     /// positions to the pixel (GLUE: not only each key patch's grid cell). Not in the paper; GLUE-S and DP take it
     /// too, to compare with GLUE on equal inputs. With --init, a checkpoint without them is widened.
@@ -615,6 +620,7 @@ fn train_config(args: &TrainArgs) -> eyre::Result<TrainConfig> {
     config.constant_span = args.constant_span.unwrap_or(config.constant_span);
     config.max_minutes = args.max_minutes;
     config.keypoint_dropout = args.keypoint_dropout.unwrap_or(config.keypoint_dropout);
+    config.point_dropout = args.point_dropout.unwrap_or(config.point_dropout);
     config.keypoint_coords = args.keypoint_coords;
     Ok(config)
 }

@@ -17,6 +17,7 @@
 pub mod data;
 pub mod optim;
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -88,6 +89,14 @@ pub struct TrainConfig {
     /// the paper; 0 (the default, and what a `train.json` without the field reads as) trains as the paper does.
     #[serde(default)]
     pub keypoint_dropout: f32,
+    /// The chance (0-1) that each keypoint of a training sample is shown as lost for the sample's observation
+    /// steps: its visibility flag 0 and (GLUE) its key patch zeroed, its coordinates kept where the tracker left
+    /// them, as the tracker reports a point it has lost. A policy trained this way meets false "lost" flags (the
+    /// lit plate's, `docs/results.md`) and real losses without having seen only perfect tracks. Applies to every
+    /// policy that reads keypoints (GLUE, `--keypoint-coords`, the keypoint-coordinate policy). Not in the paper;
+    /// 0 (the default, and what a `train.json` without the field reads as) trains as the paper does.
+    #[serde(default)]
+    pub point_dropout: f32,
     /// The tracked keypoints' `(x, y, visible)` join the robot state (GLUE: eq. 3's `S`), so the policy sees where
     /// they are to the pixel (GLUE: not only the 28x28 cell of each key patch); GLUE-S and DP take them too, to
     /// compare with GLUE on equal inputs. Not in the paper; off by default (and in a `train.json` without the
@@ -125,6 +134,7 @@ impl TrainConfig {
             checkpoint_every: 5,
             max_minutes: None,
             keypoint_dropout: 0.0,
+            point_dropout: 0.0,
             keypoint_coords: false,
         }
     }
@@ -186,6 +196,8 @@ struct Dataset {
     normalizer: Normalizer,
     /// GLUE with [`TrainConfig::keypoint_dropout`] above 0.
     keypoint_dropout: Option<KeypointDropout>,
+    /// [`TrainConfig::point_dropout`].
+    point_dropout: f32,
 }
 
 /// [`TrainConfig::keypoint_dropout`]: its share, and GLUE's input when grounding finds no task object, as
@@ -221,9 +233,9 @@ impl Dataset {
         device: &Device,
     ) -> (crate::policy::Observations, Tensor<3>) {
         let to = config.n_obs_steps;
-        let mut frames = Vec::with_capacity(batch.len() * to);
         let mut crops = Vec::with_capacity(batch.len() * to);
         let mut actions = Vec::with_capacity(batch.len() * config.horizon * config.action_dim);
+        let mut inputs = Vec::with_capacity(batch.len() * to);
         let mut rng = rng;
         for s in batch {
             let demo = &self.demos[s.demo];
@@ -231,28 +243,29 @@ impl Dataset {
                 Some(r) => Crop::random(demo.width, demo.height, config.crop_ratio, r.random(), r.random()),
                 None => Crop::centered(demo.width, demo.height, config.crop_ratio),
             };
-            // Drawn only when dropping out, so that runs without it keep their random stream.
+            // Drawn only when dropping out, so that runs without it keep their random stream. A sample's lost
+            // points stay lost over its observation steps, as a lost track does.
             let unseen = match (rng.as_deref_mut(), &self.keypoint_dropout) {
                 (Some(r), Some(dropout)) => (r.random::<f32>() < dropout.share).then_some(dropout),
                 _ => None,
             };
+            let lost = match (rng.as_deref_mut(), unseen) {
+                (Some(r), None) if self.point_dropout > 0.0 => {
+                    let n = demo.keypoints.first().map_or(0, Vec::len);
+                    (0..n).map(|_| r.random::<f32>() < self.point_dropout).collect()
+                }
+                _ => Vec::new(),
+            };
             for t in obs_ticks(s.t, to) {
                 let (keypoints, key_features) = match unseen {
-                    Some(u) => (u.keypoints[s.demo].as_slice(), Some(u.features.as_slice())),
-                    None => (
-                        demo.keypoints.get(t).map_or(&[][..], Vec::as_slice),
-                        self.key_features.as_ref().map(|k| k[s.demo][t].as_slice()),
-                    ),
+                    Some(u) => (Cow::Borrowed(u.keypoints[s.demo].as_slice()), Some(Cow::Borrowed(u.features.as_slice()))),
+                    None => {
+                        let keypoints = demo.keypoints.get(t).map_or(&[][..], Vec::as_slice);
+                        let features = self.key_features.as_ref().map(|k| k[s.demo][t].as_slice());
+                        show_lost(keypoints, features, &lost)
+                    }
                 };
-                frames.push(Frame {
-                    image: &demo.images[t],
-                    width: demo.width,
-                    height: demo.height,
-                    state: &demo.states[t][..config.state_dim],
-                    keypoints,
-                    key_features,
-                    object_poses: demo.object_poses.get(t).map_or(&[][..], Vec::as_slice),
-                });
+                inputs.push((s.demo, t, keypoints, key_features));
                 crops.push(crop);
             }
             for t in action_ticks(s.t, to, config.horizon, demo.len()) {
@@ -261,10 +274,48 @@ impl Dataset {
                 actions.extend(a);
             }
         }
+        let frames: Vec<Frame<'_>> = inputs
+            .iter()
+            .map(|(d, t, keypoints, key_features)| {
+                let demo = &self.demos[*d];
+                Frame {
+                    image: &demo.images[*t],
+                    width: demo.width,
+                    height: demo.height,
+                    state: &demo.states[*t][..config.state_dim],
+                    keypoints,
+                    key_features: key_features.as_deref(),
+                    object_poses: demo.object_poses.get(*t).map_or(&[][..], Vec::as_slice),
+                }
+            })
+            .collect();
         let obs = observations(&frames, &crops, config, &self.normalizer, device);
         let actions = Tensor::from_data(TensorData::new(actions, [batch.len(), config.horizon, config.action_dim]), device);
         (obs, actions)
     }
+}
+
+/// `keypoints` and their key `features` (`N x C`) with the keypoints where `lost` is true shown as the tracker
+/// shows a lost point ([`TrainConfig::point_dropout`]): flag 0, key patch zeroed, coordinates kept. Borrowed
+/// unchanged when no point is lost.
+fn show_lost<'a>(
+    keypoints: &'a [[f32; 3]],
+    features: Option<&'a [f32]>,
+    lost: &[bool],
+) -> (Cow<'a, [[f32; 3]]>, Option<Cow<'a, [f32]>>) {
+    if !lost.contains(&true) {
+        return (Cow::Borrowed(keypoints), features.map(Cow::Borrowed));
+    }
+    let mut shown = keypoints.to_vec();
+    let mut zeroed = features.map(<[f32]>::to_vec);
+    let channels = zeroed.as_ref().map_or(0, |f| f.len() / keypoints.len().max(1));
+    for (i, _) in lost.iter().enumerate().filter(|(_, l)| **l) {
+        shown[i][2] = 0.0;
+        if let Some(f) = &mut zeroed {
+            f[i * channels..(i + 1) * channels].fill(0.0);
+        }
+    }
+    (Cow::Owned(shown), zeroed.map(Cow::Owned))
 }
 
 /// Fits the normaliser on the training demos: the state rows ([`state_row`]) and the actions.
@@ -464,6 +515,16 @@ fn run(mut config: TrainConfig, out: &Path, resume: bool, device: &Device) -> Re
     );
     let kind = config.policy.policy;
     ensure!(
+        (0.0..=1.0).contains(&config.point_dropout),
+        "point_dropout: expected a chance in [0, 1], got {}",
+        config.point_dropout
+    );
+    ensure!(
+        config.point_dropout == 0.0 || kind.uses_keypoints() || config.keypoint_coords,
+        "point_dropout applies to keypoints; --policy {} reads none (add --keypoint-coords)",
+        kind.name()
+    );
+    ensure!(
         !config.keypoint_coords || kind.accepts_keypoint_coords(),
         "--keypoint-coords: --policy {} reads no keypoint coordinates (it reads the true object poses)",
         kind.name()
@@ -522,7 +583,7 @@ fn run(mut config: TrainConfig, out: &Path, resume: bool, device: &Device) -> Re
     };
     let keypoint_dropout =
         key_features.as_deref().and_then(|k| KeypointDropout::new(config.keypoint_dropout, &demos, k));
-    let data = Dataset { demos, key_features, normalizer, keypoint_dropout };
+    let data = Dataset { demos, key_features, normalizer, keypoint_dropout, point_dropout: config.point_dropout };
     let train_samples = samples(&data.demos, &train_ids);
     let val_all = samples(&data.demos, &val_ids);
     let stride = (val_all.len() / config.val_samples.max(1)).max(1);
@@ -847,8 +908,9 @@ mod tests {
         std::fs::remove_dir_all(&dir).ok();
     }
 
-    /// One 64x64 demo of 3 ticks, 2 visible keypoints, key features all 1.
-    fn dataset(keypoint_dropout: f32) -> Dataset {
+    /// One 64x64 demo of 3 ticks, 2 visible keypoints, key features all 1; the state normaliser the identity over
+    /// `state_width` entries.
+    fn dataset(keypoint_dropout: f32, point_dropout: f32, state_width: usize) -> Dataset {
         let (ticks, n, c) = (3, 2, 4);
         let demo = Demo {
             path: PathBuf::from("demo.arrow"),
@@ -868,8 +930,9 @@ mod tests {
         Dataset {
             demos,
             key_features: Some(key_features),
-            normalizer: Normalizer { state: range(7), action: range(8) },
+            normalizer: Normalizer { state: range(state_width), action: range(8) },
             keypoint_dropout,
+            point_dropout,
         }
     }
 
@@ -899,16 +962,81 @@ mod tests {
     #[test]
     fn keypoint_dropout_shows_a_share_of_training_samples_as_unseen() {
         // Always: every sample zeroed, both keypoints in the centre's cell.
-        assert!(unseen_rows(&dataset(1.0), 8, true).iter().all(|&r| r == (true, true)));
+        assert!(unseen_rows(&dataset(1.0, 0.0, 7), 8, true).iter().all(|&r| r == (true, true)));
         // Never: the recorded features and two distinct cells.
-        assert!(unseen_rows(&dataset(0.0), 8, true).iter().all(|&r| r == (false, false)));
+        assert!(unseen_rows(&dataset(0.0, 0.0, 7), 8, true).iter().all(|&r| r == (false, false)));
         // Validation batches (no random crop) are never dropped.
-        assert!(unseen_rows(&dataset(1.0), 8, false).iter().all(|&r| r == (false, false)));
+        assert!(unseen_rows(&dataset(1.0, 0.0, 7), 8, false).iter().all(|&r| r == (false, false)));
         // A share of 0.3: about 60 of 200 samples, each one whole (zeroed and moved together).
-        let rows = unseen_rows(&dataset(0.3), 200, true);
+        let rows = unseen_rows(&dataset(0.3, 0.0, 7), 200, true);
         assert!(rows.iter().all(|&(zero, same)| zero == same), "{rows:?}");
         let dropped = rows.iter().filter(|r| r.0).count();
         assert!((35..=85).contains(&dropped), "{dropped} of 200 dropped at 0.3");
+    }
+
+    /// Per sample of a GLUE `--keypoint-coords` batch of `rows` at tick 2 (training crops when `train`), per
+    /// observation step, per keypoint: (its visibility flag in the state, whether its key patch is all zero); and
+    /// whether every step's two keypoints kept distinct cells.
+    fn lost_points(data: &Dataset, rows: usize, train: bool) -> Vec<(Vec<Vec<(f32, bool)>>, bool)> {
+        let mut config = PolicyConfig::new(PolicyKind::Glue, ModelSize::Small);
+        config.set_n_keypoints(2).unwrap();
+        let batch = vec![Sample { demo: 0, t: 2 }; rows];
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let (obs, _) = data.batch(&config, &batch, train.then_some(&mut rng), &Device::flex());
+        let state: Vec<f32> = obs.state.into_data().try_to_vec().unwrap();
+        let patches = obs.key_patches.expect("GLUE batches carry key patches");
+        let features: Vec<f32> = patches.features.into_data().try_to_vec().unwrap();
+        let cells: Vec<i64> = patches.cells.into_data().convert::<i64>().try_to_vec().unwrap();
+        let (to, width, channels) = (config.n_obs_steps, config.state_width(), features.len() / (rows * config.n_obs_steps * 2));
+        (0..rows)
+            .map(|r| {
+                let steps: Vec<Vec<(f32, bool)>> = (r * to..(r + 1) * to)
+                    .map(|f| {
+                        (0..2)
+                            .map(|i| {
+                                let flag = state[f * width + width - 6 + 3 * i + 2];
+                                let patch = &features[(f * 2 + i) * channels..(f * 2 + i + 1) * channels];
+                                (flag, patch.iter().all(|&v| v == 0.0))
+                            })
+                            .collect()
+                    })
+                    .collect();
+                let distinct = (r * to..(r + 1) * to).all(|f| cells[2 * f] != cells[2 * f + 1]);
+                (steps, distinct)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn point_dropout_shows_single_keypoints_lost_where_the_tracker_left_them() {
+        let width = {
+            let mut c = PolicyConfig::new(PolicyKind::Glue, ModelSize::Small);
+            c.set_n_keypoints(2).unwrap();
+            c.state_width()
+        };
+        let every = |data: &Dataset, train: bool, want: (f32, bool)| {
+            lost_points(data, 8, train).iter().all(|(steps, distinct)| *distinct && steps.iter().flatten().all(|&p| p == want))
+        };
+        // Always: every flag 0 and every key patch zeroed, the coordinates (so the two cells) kept.
+        assert!(every(&dataset(0.0, 1.0, width), true, (0.0, true)));
+        // Never, and never in validation batches: the recorded flags and features.
+        assert!(every(&dataset(0.0, 0.0, width), true, (1.0, false)));
+        assert!(every(&dataset(0.0, 1.0, width), false, (1.0, false)));
+        // A chance of 0.3 per point: a lost point's flag and patch go together, it stays lost over the sample's
+        // observation steps, and single points are lost (not only whole samples).
+        let samples = lost_points(&dataset(0.0, 0.3, width), 200, true);
+        let mut lost = 0;
+        let mut one_of_two = 0;
+        for (steps, distinct) in &samples {
+            assert!(distinct);
+            assert!(steps.iter().flatten().all(|&(flag, zero)| (flag == 0.0) == zero), "{steps:?}");
+            assert!(steps.iter().all(|s| s == &steps[0]), "lost over some observation steps only: {steps:?}");
+            let n = steps[0].iter().filter(|p| p.1).count();
+            lost += n;
+            one_of_two += usize::from(n == 1);
+        }
+        assert!((80..=160).contains(&lost), "{lost} of 400 points lost at 0.3");
+        assert!(one_of_two > 40, "{one_of_two} of 200 samples lost one point of two");
     }
 
     #[test]
@@ -922,6 +1050,17 @@ mod tests {
         for (policy, share, says) in cases {
             let mut config = TrainConfig::new(PolicyConfig::new(policy, ModelSize::Small), vec![PathBuf::from("demos")]);
             config.keypoint_dropout = share;
+            let err = train(config, &out, &Device::flex()).expect_err("an invalid share must stop the run").to_string();
+            assert_eq!(err, says);
+            assert!(!out.exists(), "{} was created for a run that cannot start", out.display());
+        }
+        let cases = [
+            (PolicyKind::Glue, -0.1, "point_dropout: expected a chance in [0, 1], got -0.1"),
+            (PolicyKind::GlueS, 0.2, "point_dropout applies to keypoints; --policy glue-s reads none (add --keypoint-coords)"),
+        ];
+        for (policy, share, says) in cases {
+            let mut config = TrainConfig::new(PolicyConfig::new(policy, ModelSize::Small), vec![PathBuf::from("demos")]);
+            config.point_dropout = share;
             let err = train(config, &out, &Device::flex()).expect_err("an invalid share must stop the run").to_string();
             assert_eq!(err, says);
             assert!(!out.exists(), "{} was created for a run that cannot start", out.display());
