@@ -1040,27 +1040,20 @@ mod tests {
     }
 
     #[test]
-    fn a_bad_keypoint_dropout_stops_the_run_before_its_folder_is_made() {
+    fn a_bad_dropout_stops_the_run_before_its_folder_is_made() {
         let out = std::env::temp_dir().join(format!("glue-keypoint-dropout-check-{}", std::process::id()));
+        // (policy, --keypoint-dropout, --point-dropout, the error)
         let cases = [
-            (PolicyKind::Glue, 1.5, "keypoint_dropout: expected a share in [0, 1], got 1.5"),
-            (PolicyKind::Glue, f32::NAN, "keypoint_dropout: expected a share in [0, 1], got NaN"),
-            (PolicyKind::Dp, 0.2, "keypoint_dropout applies to GLUE's key patches; --policy dp has none"),
+            (PolicyKind::Glue, 1.5, 0.0, "keypoint_dropout: expected a share in [0, 1], got 1.5"),
+            (PolicyKind::Glue, f32::NAN, 0.0, "keypoint_dropout: expected a share in [0, 1], got NaN"),
+            (PolicyKind::Dp, 0.2, 0.0, "keypoint_dropout applies to GLUE's key patches; --policy dp has none"),
+            (PolicyKind::Glue, 0.0, -0.1, "point_dropout: expected a chance in [0, 1], got -0.1"),
+            (PolicyKind::GlueS, 0.0, 0.2, "point_dropout applies to keypoints; --policy glue-s reads none (add --keypoint-coords)"),
         ];
-        for (policy, share, says) in cases {
+        for (policy, keypoint_dropout, point_dropout, says) in cases {
             let mut config = TrainConfig::new(PolicyConfig::new(policy, ModelSize::Small), vec![PathBuf::from("demos")]);
-            config.keypoint_dropout = share;
-            let err = train(config, &out, &Device::flex()).expect_err("an invalid share must stop the run").to_string();
-            assert_eq!(err, says);
-            assert!(!out.exists(), "{} was created for a run that cannot start", out.display());
-        }
-        let cases = [
-            (PolicyKind::Glue, -0.1, "point_dropout: expected a chance in [0, 1], got -0.1"),
-            (PolicyKind::GlueS, 0.2, "point_dropout applies to keypoints; --policy glue-s reads none (add --keypoint-coords)"),
-        ];
-        for (policy, share, says) in cases {
-            let mut config = TrainConfig::new(PolicyConfig::new(policy, ModelSize::Small), vec![PathBuf::from("demos")]);
-            config.point_dropout = share;
+            config.keypoint_dropout = keypoint_dropout;
+            config.point_dropout = point_dropout;
             let err = train(config, &out, &Device::flex()).expect_err("an invalid share must stop the run").to_string();
             assert_eq!(err, says);
             assert!(!out.exists(), "{} was created for a run that cannot start", out.display());
