@@ -93,8 +93,9 @@ pub struct TrainConfig {
     /// steps: its visibility flag 0 and (GLUE) its key patch zeroed, its coordinates kept where the tracker left
     /// them, as the tracker reports a point it has lost. A policy trained this way meets false "lost" flags (the
     /// lit plate's, `docs/results.md`) and real losses without having seen only perfect tracks. Applies to every
-    /// policy that reads keypoints (GLUE, `--keypoint-coords`, the keypoint-coordinate policy). Not in the paper;
-    /// 0 (the default, and what a `train.json` without the field reads as) trains as the paper does.
+    /// policy that reads keypoints (GLUE, `--keypoint-coords`, the keypoint-coordinate policy). Measured at 0.2 on
+    /// place-fruit's keypoint-coordinate policy: no gain under lighting, in-domain success lower (`docs/results.md`).
+    /// Not in the paper; 0 (the default, and what a `train.json` without the field reads as) trains as the paper does.
     #[serde(default)]
     pub point_dropout: f32,
     /// The tracked keypoints' `(x, y, visible)` join the robot state (GLUE: eq. 3's `S`), so the policy sees where
@@ -235,6 +236,8 @@ impl Dataset {
         let to = config.n_obs_steps;
         let mut crops = Vec::with_capacity(batch.len() * to);
         let mut actions = Vec::with_capacity(batch.len() * config.horizon * config.action_dim);
+        // (demo, tick, keypoints, key features) of each observation frame, owned where points were dropped: the
+        // frames below borrow them.
         let mut inputs = Vec::with_capacity(batch.len() * to);
         let mut rng = rng;
         for s in batch {
