@@ -155,6 +155,11 @@ pub fn cell_of(x: f32, y: f32, width: u32, height: u32, grid: usize) -> usize {
 /// Selects the key patches of eq. 3: for each keypoint `(x, y, visible)` (pixels of a `width` x `height` image),
 /// the feature of its cell in `local_grid` (`[B, grid, grid, C]`), zeroed when the keypoint is not visible.
 /// `keypoints` is `[B][N]`; every batch item must have the same N.
+/// Whether a keypoint `(x, y, visible)` counts as visible: its key patch is kept, an occluded one's is zeroed.
+pub fn is_visible(point: &[f32; 3]) -> bool {
+    point[2] >= 0.5
+}
+
 pub fn select_key_patches(local_grid: Tensor<4>, keypoints: &[Vec<[f32; 3]>], width: u32, height: u32) -> KeyPatches {
     let [batch, grid, grid_w, channels] = local_grid.dims();
     assert_eq!(grid, grid_w, "local_grid: expected a square [B, grid, grid, C] map, got {:?}", local_grid.dims());
@@ -167,7 +172,7 @@ pub fn select_key_patches(local_grid: Tensor<4>, keypoints: &[Vec<[f32; 3]>], wi
     for (b, points) in keypoints.iter().enumerate() {
         for p in points {
             cells.push((b * grid * grid + cell_of(p[0], p[1], width, height, grid)) as i64);
-            visible.push(if p[2] >= 0.5 { 1.0f32 } else { 0.0 });
+            visible.push(if is_visible(p) { 1.0f32 } else { 0.0 });
         }
     }
     let flat = local_grid.reshape([batch * grid * grid, channels]);

@@ -15,7 +15,7 @@ use image::RgbImage;
 use super::config::{KEYPOINT_FEATURES, OBJECT_FEATURES, PolicyConfig};
 use super::encoder::Observations;
 use super::normalizer::Normalizer;
-use crate::fusion::{KeyPatches, cell_of, select_key_patches};
+use crate::fusion::{KeyPatches, cell_of, is_visible, select_key_patches};
 use crate::vit::GridEncoder;
 use crate::vit::preprocess::{OPENAI_CLIP_MEAN, OPENAI_CLIP_STD};
 
@@ -127,7 +127,15 @@ pub fn observations(
             let f = frame.key_features.expect("every frame of a GLUE batch carries key features");
             assert_eq!(frame.keypoints.len(), n, "every frame of a batch must have {n} keypoints");
             assert_eq!(f.len(), n * channels, "key features: expected [{n}, {channels}]");
-            features.extend_from_slice(f);
+            // An occluded keypoint's key patch is zero whatever the features given for it, so a flag set to 0 after
+            // the features were computed (training's `--point-dropout`) zeroes its patch too.
+            for (p, row) in frame.keypoints.iter().zip(f.chunks(channels.max(1))) {
+                if is_visible(p) {
+                    features.extend_from_slice(row);
+                } else {
+                    features.extend(std::iter::repeat_n(0.0, channels));
+                }
+            }
             for p in frame.keypoints {
                 cells.push(cell_of(p[0] - crop.x as f32, p[1] - crop.y as f32, crop.side, crop.side, grid) as i64);
             }

@@ -236,8 +236,8 @@ impl Dataset {
         let to = config.n_obs_steps;
         let mut crops = Vec::with_capacity(batch.len() * to);
         let mut actions = Vec::with_capacity(batch.len() * config.horizon * config.action_dim);
-        // (demo, tick, keypoints, key features) of each observation frame, owned where points were dropped: the
-        // frames below borrow them.
+        // (demo, tick, keypoints, key features) of each observation frame, the keypoints owned where points were
+        // dropped: the frames below borrow them.
         let mut inputs = Vec::with_capacity(batch.len() * to);
         let mut rng = rng;
         for s in batch {
@@ -261,12 +261,11 @@ impl Dataset {
             };
             for t in obs_ticks(s.t, to) {
                 let (keypoints, key_features) = match unseen {
-                    Some(u) => (Cow::Borrowed(u.keypoints[s.demo].as_slice()), Some(Cow::Borrowed(u.features.as_slice()))),
-                    None => {
-                        let keypoints = demo.keypoints.get(t).map_or(&[][..], Vec::as_slice);
-                        let features = self.key_features.as_ref().map(|k| k[s.demo][t].as_slice());
-                        show_lost(keypoints, features, &lost)
-                    }
+                    Some(u) => (Cow::Borrowed(u.keypoints[s.demo].as_slice()), Some(u.features.as_slice())),
+                    None => (
+                        show_lost(demo.keypoints.get(t).map_or(&[][..], Vec::as_slice), &lost),
+                        self.key_features.as_ref().map(|k| k[s.demo][t].as_slice()),
+                    ),
                 };
                 inputs.push((s.demo, t, keypoints, key_features));
                 crops.push(crop);
@@ -287,7 +286,7 @@ impl Dataset {
                     height: demo.height,
                     state: &demo.states[*t][..config.state_dim],
                     keypoints,
-                    key_features: key_features.as_deref(),
+                    key_features: *key_features,
                     object_poses: demo.object_poses.get(*t).map_or(&[][..], Vec::as_slice),
                 }
             })
@@ -298,27 +297,18 @@ impl Dataset {
     }
 }
 
-/// `keypoints` and their key `features` (`N x C`) with the keypoints where `lost` is true shown as the tracker
-/// shows a lost point ([`TrainConfig::point_dropout`]): flag 0, key patch zeroed, coordinates kept. Borrowed
-/// unchanged when no point is lost.
-fn show_lost<'a>(
-    keypoints: &'a [[f32; 3]],
-    features: Option<&'a [f32]>,
-    lost: &[bool],
-) -> (Cow<'a, [[f32; 3]]>, Option<Cow<'a, [f32]>>) {
+/// `keypoints` with those where `lost` is true shown as the tracker shows a lost point
+/// ([`TrainConfig::point_dropout`]): flag 0, coordinates kept (the flag zeroes the key patch, see
+/// [`observations`]). Borrowed unchanged when no point is lost.
+fn show_lost<'a>(keypoints: &'a [[f32; 3]], lost: &[bool]) -> Cow<'a, [[f32; 3]]> {
     if !lost.contains(&true) {
-        return (Cow::Borrowed(keypoints), features.map(Cow::Borrowed));
+        return Cow::Borrowed(keypoints);
     }
     let mut shown = keypoints.to_vec();
-    let mut zeroed = features.map(<[f32]>::to_vec);
-    let channels = zeroed.as_ref().map_or(0, |f| f.len() / keypoints.len().max(1));
-    for (i, _) in lost.iter().enumerate().filter(|(_, l)| **l) {
-        shown[i][2] = 0.0;
-        if let Some(f) = &mut zeroed {
-            f[i * channels..(i + 1) * channels].fill(0.0);
-        }
+    for (point, _) in shown.iter_mut().zip(lost).filter(|(_, l)| **l) {
+        point[2] = 0.0;
     }
-    (Cow::Owned(shown), zeroed.map(Cow::Owned))
+    Cow::Owned(shown)
 }
 
 /// Fits the normaliser on the training demos: the state rows ([`state_row`]) and the actions.
