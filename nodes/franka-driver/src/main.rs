@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use dora_bridge::{Latency, decode, env_or, linger, send};
 use dora_node_api::{DoraNode, Event, EventStream};
 use glue::arm::{CommandGuard, SafetyConfig};
-use glue::msg::{Action, EpisodeEvent, Header};
+use glue::msg::{Action, EpisodeEvent, Header, MsgError};
 use glue::sim::task::TaskKind;
 
 use arm::{Arm, Shared};
@@ -108,86 +108,126 @@ fn verdict(path: &Path, episode: u64, events: &mut EventStream) -> eyre::Result<
     }
 }
 
-fn main() -> eyre::Result<()> {
-    let task: TaskKind = env_or("TASK", TaskKind::PushButton)?;
-    let text_query: Vec<String> = match std::env::var("TEXT_QUERY").unwrap_or_default().trim() {
-        "" => task.text_query(),
-        text => text.split(';').map(|q| q.trim().to_string()).filter(|q| !q.is_empty()).collect(),
-    };
-    let episodes: u64 = env_or("EPISODES", 1)?;
-    let max_ticks: u64 = env_or("MAX_TICKS", 300)?;
-    let hz: f64 = env_or("CONTROL_HZ", 10.0)?;
-    eyre::ensure!(hz.is_finite() && hz > 0.0, "CONTROL_HZ={hz}: expected a positive rate");
-    let period = Duration::from_secs_f64(1.0 / hz);
-    let max_age_ns: u64 = env_or::<u64>("MAX_ACTION_AGE_MS", 300)? * 1_000_000;
-    let verdict_file: PathBuf = env_or("VERDICT_FILE", PathBuf::from("out/verdict"))?;
-    let home = home()?;
-    let safety = safety_config()?;
-    let mut arm = connect(&safety)?;
-    let guard = Arc::new(Mutex::new(CommandGuard::new(safety)?));
+/// The run's settings, from the node's environment (module doc).
+struct Settings {
+    task: TaskKind,
+    text_query: Vec<String>,
+    episodes: u64,
+    max_ticks: u64,
+    period: Duration,
+    max_age_ns: u64,
+    verdict_file: PathBuf,
+    home: [f64; 7],
+}
 
-    let (mut node, mut events) = DoraNode::init_from_env()?;
-    let (mut latency, mut rejected, mut clamped, mut too_old) = (Latency::default(), 0u64, 0u64, 0u64);
-    for episode in 0..episodes {
-        arm.home(&home)?;
-        guard.lock().expect("guard lock").hold();
-        let shared = Shared { guard: guard.clone(), clock: Instant::now() };
+impl Settings {
+    fn from_env() -> eyre::Result<Self> {
+        let task: TaskKind = env_or("TASK", TaskKind::PushButton)?;
+        let text_query: Vec<String> = match std::env::var("TEXT_QUERY").unwrap_or_default().trim() {
+            "" => task.text_query(),
+            text => text.split(';').map(|q| q.trim().to_string()).filter(|q| !q.is_empty()).collect(),
+        };
+        let hz: f64 = env_or("CONTROL_HZ", 10.0)?;
+        eyre::ensure!(hz.is_finite() && hz > 0.0, "CONTROL_HZ={hz}: expected a positive rate");
+        Ok(Self {
+            task,
+            text_query,
+            episodes: env_or("EPISODES", 1)?,
+            max_ticks: env_or("MAX_TICKS", 300)?,
+            period: Duration::from_secs_f64(1.0 / hz),
+            max_age_ns: env_or::<u64>("MAX_ACTION_AGE_MS", 300)? * 1_000_000,
+            verdict_file: env_or("VERDICT_FILE", PathBuf::from("out/verdict"))?,
+            home: home()?,
+        })
+    }
+}
+
+/// What the run counts for its closing line.
+#[derive(Default)]
+struct Counts {
+    latency: Latency,
+    rejected: u64,
+    clamped: u64,
+    too_old: u64,
+}
+
+/// How an episode's control ticks ended.
+enum Ticks {
+    /// After `frames` ticks; `operator_end` is the teleoperating operator's verdict when they ended the episode.
+    Done { frames: u64, operator_end: Option<bool> },
+    /// The dataflow stopped (the arm is at rest).
+    Stopped,
+}
+
+/// The node: the dora side, the arm, and the command guard both threads share.
+struct Driver {
+    node: DoraNode,
+    events: EventStream,
+    arm: Box<dyn Arm>,
+    guard: Arc<Mutex<CommandGuard>>,
+    settings: Settings,
+    counts: Counts,
+}
+
+impl Driver {
+    /// Episode `episode`: home, the `episode` start, the control ticks, the arm at rest, the verdict, the `episode`
+    /// end. `false` when the dataflow stopped before the episode ended.
+    fn episode(&mut self, episode: u64) -> eyre::Result<bool> {
+        let settings = &self.settings;
+        self.arm.home(&settings.home)?;
+        self.guard.lock().expect("guard lock").hold();
+        let shared = Shared { guard: self.guard.clone(), clock: Instant::now() };
         let start = EpisodeEvent::Start {
-            task: task.name().to_string(),
-            text_query: text_query.clone(),
+            task: settings.task.name().to_string(),
+            text_query: settings.text_query.clone(),
             seed: episode,
             variant: "none".into(),
             strength: 0.0,
             objects: Vec::new(),
         };
-        send(&mut node, "episode", &Header { episode, frame: 0, timestamp_ns: 0 }, &start)?;
-        arm.start(shared.clone())?;
+        send(&mut self.node, "episode", &Header { episode, frame: 0, timestamp_ns: 0 }, &start)?;
+        self.arm.start(shared.clone())?;
+        let Ticks::Done { frames, operator_end } = self.control(episode, &shared)? else { return Ok(false) };
+        self.guard.lock().expect("guard lock").hold();
+        self.arm.stop()?;
+        let success = match operator_end {
+            Some(success) => success,
+            None => match verdict(&self.settings.verdict_file, episode, &mut self.events)? {
+                Some(success) => success,
+                None => return Ok(false),
+            },
+        };
+        let end = EpisodeEvent::End { success, ticks: frames };
+        let header = Header { episode, frame: frames, timestamp_ns: shared.clock.elapsed().as_nanos() as u64 };
+        send(&mut self.node, "episode", &header, &end)?;
+        println!("franka-driver: episode {episode}: success={success} ticks={frames}");
+        Ok(true)
+    }
+
+    /// The control ticks of `episode`: on the clock, the measured `robot_state`; between ticks, the inputs.
+    fn control(&mut self, episode: u64, shared: &Shared) -> eyre::Result<Ticks> {
         let (mut frame, mut next_tick) = (0u64, Instant::now());
         let mut operator_end = None;
-        while frame < max_ticks && operator_end.is_none() {
+        while frame < self.settings.max_ticks && operator_end.is_none() {
             let now = Instant::now();
             if now >= next_tick {
                 let tick = Instant::now();
-                let state = arm.state()?;
+                let state = self.arm.state()?;
                 let h = Header { episode, frame, timestamp_ns: shared.clock.elapsed().as_nanos() as u64 };
-                send(&mut node, "robot_state", &h, &state)?;
-                latency.record(tick);
+                send(&mut self.node, "robot_state", &h, &state)?;
+                self.counts.latency.record(tick);
                 frame += 1;
                 // On schedule; a tick that fell more than a period behind is not made up.
-                next_tick += period;
+                next_tick += self.settings.period;
                 if next_tick <= now {
-                    next_tick = now + period;
+                    next_tick = now + self.settings.period;
                 }
                 continue;
             }
-            match events.recv_timeout(next_tick - now) {
-                Some(Event::Input { id, metadata, data }) if id.as_str() == "action" => match decode::<Action>(&metadata, &data) {
-                    Ok((h, _)) if h.episode != episode => {}
-                    Ok((h, _)) if shared.clock.elapsed().as_nanos() as u64 > h.timestamp_ns + max_age_ns => {
-                        too_old += 1;
-                        let age = shared.clock.elapsed().as_nanos() as u64 - h.timestamp_ns;
-                        eprintln!("franka-driver: episode {episode} frame {}: action {} ms after its tick (MAX_ACTION_AGE_MS), not followed", h.frame, age / 1_000_000);
-                    }
-                    Ok((h, action)) => {
-                        let now_s = shared.clock.elapsed().as_secs_f64();
-                        match guard.lock().expect("guard lock").accept(&action, now_s) {
-                            Ok(t) if t.clamped_by > 1e-3 => {
-                                clamped += 1;
-                                eprintln!("franka-driver: episode {episode} frame {}: target clamped {:.3} m into WORKSPACE", h.frame, t.clamped_by);
-                            }
-                            Ok(_) => {}
-                            Err(e) => {
-                                rejected += 1;
-                                eprintln!("franka-driver: episode {episode} frame {}: rejected action, holding: {e}", h.frame);
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        rejected += 1;
-                        guard.lock().expect("guard lock").hold();
-                        eprintln!("franka-driver: episode {episode}: rejected action, holding: {e}");
-                    }
-                },
+            match self.events.recv_timeout(next_tick - now) {
+                Some(Event::Input { id, metadata, data }) if id.as_str() == "action" => {
+                    self.follow(episode, shared, decode::<Action>(&metadata, &data));
+                }
                 Some(Event::Input { id, metadata, data }) if id.as_str() == "end" => match decode::<EpisodeEvent>(&metadata, &data) {
                     Ok((h, EpisodeEvent::End { success, .. })) if h.episode == episode => operator_end = Some(success),
                     Ok((h, event)) => eprintln!("franka-driver: episode {episode}: ignoring `end` input {event:?} of episode {}", h.episode),
@@ -195,25 +235,73 @@ fn main() -> eyre::Result<()> {
                 },
                 Some(Event::Input { id, .. }) => eyre::bail!("franka-driver: unexpected input `{id}`"),
                 Some(Event::Stop(_)) | None => {
-                    arm.stop()?;
-                    return Ok(());
+                    self.arm.stop()?;
+                    return Ok(Ticks::Stopped);
                 }
                 Some(_) => {}
             }
         }
-        guard.lock().expect("guard lock").hold();
-        arm.stop()?;
-        let success = match operator_end {
-            Some(success) => success,
-            None => match verdict(&verdict_file, episode, &mut events)? {
-                Some(success) => success,
-                None => return Ok(()),
-            },
-        };
-        let end = EpisodeEvent::End { success, ticks: frame };
-        send(&mut node, "episode", &Header { episode, frame, timestamp_ns: shared.clock.elapsed().as_nanos() as u64 }, &end)?;
-        println!("franka-driver: episode {episode}: success={success} ticks={frame}");
+        Ok(Ticks::Done { frames: frame, operator_end })
     }
+
+    /// An `action` input of `episode`: another episode's is ignored, one answering a tick older than
+    /// `MAX_ACTION_AGE_MS` is not followed, a valid one becomes the guard's target (clamped into the workspace);
+    /// a rejected one (a bad field, NaN) makes the arm hold.
+    fn follow(&mut self, episode: u64, shared: &Shared, decoded: Result<(Header, Action), MsgError>) {
+        let counts = &mut self.counts;
+        match decoded {
+            Ok((h, _)) if h.episode != episode => {}
+            Ok((h, _)) if shared.clock.elapsed().as_nanos() as u64 > h.timestamp_ns + self.settings.max_age_ns => {
+                counts.too_old += 1;
+                let age = shared.clock.elapsed().as_nanos() as u64 - h.timestamp_ns;
+                eprintln!("franka-driver: episode {episode} frame {}: action {} ms after its tick (MAX_ACTION_AGE_MS), not followed", h.frame, age / 1_000_000);
+            }
+            Ok((h, action)) => {
+                let now_s = shared.clock.elapsed().as_secs_f64();
+                match self.guard.lock().expect("guard lock").accept(&action, now_s) {
+                    Ok(t) if t.clamped_by > 1e-3 => {
+                        counts.clamped += 1;
+                        eprintln!("franka-driver: episode {episode} frame {}: target clamped {:.3} m into WORKSPACE", h.frame, t.clamped_by);
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        counts.rejected += 1;
+                        eprintln!("franka-driver: episode {episode} frame {}: rejected action, holding: {e}", h.frame);
+                    }
+                }
+            }
+            Err(e) => {
+                counts.rejected += 1;
+                self.guard.lock().expect("guard lock").hold();
+                eprintln!("franka-driver: episode {episode}: rejected action, holding: {e}");
+            }
+        }
+    }
+}
+
+fn main() -> eyre::Result<()> {
+    let settings = Settings::from_env()?;
+    let safety = safety_config()?;
+    let arm = connect(&safety)?;
+    let guard = Arc::new(Mutex::new(CommandGuard::new(safety)?));
+    let (node, events) = DoraNode::init_from_env()?;
+    let mut driver = Driver { node, events, arm, guard, settings, counts: Counts::default() };
+    for episode in 0..driver.settings.episodes {
+        match driver.episode(episode) {
+            Ok(true) => {}
+            Ok(false) => return Ok(()),
+            Err(error) => {
+                // Whatever failed (a lost connection, a reflex, the dataflow), the arm holds and its servo stops
+                // before the node exits.
+                driver.guard.lock().expect("guard lock").hold();
+                if let Err(stop) = driver.arm.stop() {
+                    eprintln!("franka-driver: stopping the arm after the error below failed too: {stop:#}");
+                }
+                return Err(error);
+            }
+        }
+    }
+    let Counts { latency, rejected, clamped, too_old } = &driver.counts;
     eprintln!("franka-driver: {} ({rejected} actions rejected, {clamped} clamped, {too_old} too old)", latency.summary());
-    linger(&mut events)
+    linger(&mut driver.events)
 }
