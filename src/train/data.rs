@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use eyre::{Result, WrapErr, bail, ensure};
 use rand::seq::SliceRandom;
 
-use crate::recording::{list_episodes, read_episode};
+use crate::recording::{Episode, list_episodes, read_episode};
 
 /// Where a demonstration's keypoint tracks come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -58,6 +58,34 @@ impl Demo {
 /// second) with one count across all episodes; the source used is returned. With `object_poses`, each episode
 /// must carry the `object_poses` column on every tick.
 pub fn load_demos(paths: &[PathBuf], keypoints: bool, object_poses: bool) -> Result<(Vec<Demo>, usize, Option<KeypointSource>)> {
+    let mut demos: Vec<Demo> = Vec::new();
+    let mut failed = 0;
+    let mut source = None;
+    for file in recording_files(paths)? {
+        let episode = read_episode(&file).wrap_err_with(|| format!("cannot read {}", file.display()))?;
+        if !episode.success {
+            failed += 1;
+            continue;
+        }
+        let this_source = if keypoints { Some(keypoint_source(&episode, &file)?) } else { None };
+        if let (Some(a), Some(b)) = (source, this_source) {
+            ensure!(a == b, "{}: keypoints come from {b:?} but earlier episodes used {a:?}", file.display());
+        }
+        source = source.or(this_source);
+        let demo = Demo::from_episode(episode, file, this_source, object_poses)?;
+        if let Some(first) = demos.first() {
+            demo.check_alike(first)?;
+        }
+        if !demo.is_empty() {
+            demos.push(demo);
+        }
+    }
+    ensure!(!demos.is_empty(), "no successful episodes among the recordings ({failed} failed)");
+    Ok((demos, failed, source))
+}
+
+/// The `.arrow` recordings named by `paths`: files, and the episodes of folders.
+fn recording_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for path in paths {
         if path.is_dir() {
@@ -69,51 +97,49 @@ pub fn load_demos(paths: &[PathBuf], keypoints: bool, object_poses: bool) -> Res
         }
     }
     ensure!(!files.is_empty(), "no .arrow recordings under {paths:?}");
-    let mut demos = Vec::new();
-    let mut failed = 0;
-    let mut source = None;
-    for file in files {
-        let episode = read_episode(&file).wrap_err_with(|| format!("cannot read {}", file.display()))?;
-        if !episode.success {
-            failed += 1;
-            continue;
-        }
-        let mut demo = Demo {
-            path: file.clone(),
-            task: episode.info.task.clone(),
-            width: episode.info.width,
-            height: episode.info.height,
-            images: Vec::with_capacity(episode.ticks.len()),
-            states: Vec::with_capacity(episode.ticks.len()),
-            actions: Vec::with_capacity(episode.ticks.len()),
-            keypoints: Vec::new(),
-            object_poses: Vec::new(),
-        };
+    Ok(files)
+}
+
+/// Where the keypoints of `episode` (read from `file`) come from: the tracker's column when every tick has it,
+/// else the simulator's oracle tracks; an error when neither covers every tick.
+fn keypoint_source(episode: &Episode, file: &Path) -> Result<KeypointSource> {
+    if episode.ticks.iter().all(|t| t.keypoints.is_some()) {
+        Ok(KeypointSource::Tracker)
+    } else if episode.ticks.iter().all(|t| t.oracle_tracks.is_some()) {
+        Ok(KeypointSource::Oracle)
+    } else {
+        bail!(
+            "{}: the policy (GLUE, or the keypoint-coordinate diagnostic) needs keypoint tracks on every tick and \
+             this episode has neither a keypoints nor an \
+             oracle_tracks column (run `glue annotate` on it, or record from the simulator)",
+            file.display()
+        )
+    }
+}
+
+impl Demo {
+    /// The demonstration in `episode` (read from `path`), with the keypoints of `keypoints` (see
+    /// [`keypoint_source`]) and, when `object_poses`, the task objects' poses, which every tick must carry.
+    fn from_episode(episode: Episode, path: PathBuf, keypoints: Option<KeypointSource>, object_poses: bool) -> Result<Self> {
         ensure!(
             !object_poses || episode.ticks.iter().all(|t| t.object_poses.is_some()),
             "{}: the privileged-state policy needs the object_poses column on every tick, and this episode lacks it \
              (recorded before the column existed, or by a dataflow without sim/object_poses: record it again with \
              `glue record`)",
-            file.display()
+            path.display()
         );
-        let this_source = if !keypoints {
-            None
-        } else if episode.ticks.iter().all(|t| t.keypoints.is_some()) {
-            Some(KeypointSource::Tracker)
-        } else if episode.ticks.iter().all(|t| t.oracle_tracks.is_some()) {
-            Some(KeypointSource::Oracle)
-        } else {
-            bail!(
-                "{}: the policy (GLUE, or the keypoint-coordinate diagnostic) needs keypoint tracks on every tick and \
-                 this episode has neither a keypoints nor an \
-                 oracle_tracks column (run `glue annotate` on it, or record from the simulator)",
-                file.display()
-            );
+        let n = episode.ticks.len();
+        let mut demo = Demo {
+            path,
+            task: episode.info.task.clone(),
+            width: episode.info.width,
+            height: episode.info.height,
+            images: Vec::with_capacity(n),
+            states: Vec::with_capacity(n),
+            actions: Vec::with_capacity(n),
+            keypoints: Vec::new(),
+            object_poses: Vec::new(),
         };
-        if let (Some(a), Some(b)) = (source, this_source) {
-            ensure!(a == b, "{}: keypoints come from {b:?} but earlier episodes used {a:?}", file.display());
-        }
-        source = source.or(this_source);
         for tick in episode.ticks {
             demo.images.push(tick.image);
             demo.states.push(tick.robot_state.to_array());
@@ -121,45 +147,44 @@ pub fn load_demos(paths: &[PathBuf], keypoints: bool, object_poses: bool) -> Res
             if object_poses {
                 demo.object_poses.push(tick.object_poses.expect("checked"));
             }
-            match this_source {
+            match keypoints {
                 Some(KeypointSource::Tracker) => demo.keypoints.push(tick.keypoints.expect("checked").points),
                 Some(KeypointSource::Oracle) => demo.keypoints.push(tick.oracle_tracks.expect("checked").points),
                 None => {}
             }
         }
-        if let (Some(first), Some(d0)) = (demo.keypoints.first(), demos.first().and_then(|d: &Demo| d.keypoints.first())) {
-            ensure!(
-                first.len() == d0.len(),
-                "{}: {} keypoints per frame but earlier episodes have {} (train one task per run)",
-                file.display(),
-                first.len(),
-                d0.len()
-            );
-        }
-        if let Some(d0) = demos.first() {
-            ensure!(
-                demo.task == d0.task,
-                "{}: a {} episode among {} ones (train one task per run)",
-                file.display(),
-                demo.task,
-                d0.task
-            );
-            ensure!(
-                (demo.width, demo.height) == (d0.width, d0.height),
-                "{}: frames are {}x{} but earlier episodes are {}x{}",
-                file.display(),
-                demo.width,
-                demo.height,
-                d0.width,
-                d0.height
-            );
-        }
-        if !demo.is_empty() {
-            demos.push(demo);
-        }
+        Ok(demo)
     }
-    ensure!(!demos.is_empty(), "no successful episodes among the recordings ({failed} failed)");
-    Ok((demos, failed, source))
+
+    /// Checks that this demonstration can train beside `first`: the same task, frame size and keypoint count.
+    fn check_alike(&self, first: &Demo) -> Result<()> {
+        if let (Some(ours), Some(theirs)) = (self.keypoints.first(), first.keypoints.first()) {
+            ensure!(
+                ours.len() == theirs.len(),
+                "{}: {} keypoints per frame but earlier episodes have {} (train one task per run)",
+                self.path.display(),
+                ours.len(),
+                theirs.len()
+            );
+        }
+        ensure!(
+            self.task == first.task,
+            "{}: a {} episode among {} ones (train one task per run)",
+            self.path.display(),
+            self.task,
+            first.task
+        );
+        ensure!(
+            (self.width, self.height) == (first.width, first.height),
+            "{}: frames are {}x{} but earlier episodes are {}x{}",
+            self.path.display(),
+            self.width,
+            self.height,
+            first.width,
+            first.height
+        );
+        Ok(())
+    }
 }
 
 /// A training sample: tick `t` of demo `demo`.
