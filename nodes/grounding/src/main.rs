@@ -35,6 +35,111 @@ struct Pending {
     done: bool,
 }
 
+/// Where the masks come from (module doc): the simulator's segmentation, the operator's boxes, or the detector
+/// (and segmenter).
+enum Source {
+    Oracle,
+    Boxes(BoxGrounder),
+    Detector(Box<OwlVitGrounder>),
+}
+
+impl Source {
+    /// `BOXES`, `DETECTOR`, `DETECTION_THRESHOLD` and `SEGMENTER`, checked together.
+    fn from_env(device: &burn::tensor::Device) -> eyre::Result<Self> {
+        let boxes = match std::env::var("BOXES").unwrap_or_default().trim() {
+            "" => None,
+            text => Some(BoxGrounder::parse(text).map_err(|e| eyre::eyre!("grounding: BOXES: {e}"))?),
+        };
+        let segmenter = std::env::var("SEGMENTER").unwrap_or_default();
+        match (std::env::var("DETECTOR").unwrap_or_default().trim(), boxes) {
+            ("", boxes) => {
+                eyre::ensure!(segmenter.trim().is_empty(), "grounding: SEGMENTER {segmenter} is set but DETECTOR is not: SAM segments the detector's boxes");
+                Ok(boxes.map_or(Source::Oracle, Source::Boxes))
+            }
+            (_, Some(_)) => eyre::bail!("grounding: set BOXES or DETECTOR, not both"),
+            (dir, None) => {
+                let threshold: f32 = env_or("DETECTION_THRESHOLD", 0.1)?;
+                let detector = OwlVitDetector::load(dir.as_ref(), device).map_err(|e| eyre::eyre!("grounding: DETECTOR {dir}: {e:#}"))?;
+                let segmenter = match segmenter.trim() {
+                    "" => None,
+                    sam => Some(SamSegmenter::load(sam.as_ref(), device).map_err(|e| eyre::eyre!("grounding: SEGMENTER {sam}: {e:#}"))?),
+                };
+                let grounder = OwlVitGrounder::new(detector, segmenter, threshold).map_err(|e| eyre::eyre!("grounding: DETECTION_THRESHOLD: {e}"))?;
+                Ok(Source::Detector(Box::new(grounder)))
+            }
+        }
+    }
+
+    /// The grounder of episode `episode`'s first frame `rgb`; `None` while the oracle still waits for the frame's
+    /// segmentation. The detector runs here and its boxes are logged.
+    fn grounder(&self, episode: u64, rgb: &image::RgbImage, queries: &[String], pending: &Pending) -> eyre::Result<Option<Box<dyn Grounder>>> {
+        Ok(match (self, &pending.segmentation) {
+            (Source::Boxes(boxes), _) => Some(Box::new(boxes.clone())),
+            (Source::Detector(detector), _) => {
+                let (detections, masks) = detector.ground_with_detections(rgb, queries)?;
+                for (query, d) in queries.iter().zip(&detections) {
+                    eprintln!("grounding: episode {episode}: {query:?} box {:?} score {:.3}", d.bbox.map(f32::round), d.score);
+                }
+                Some(Box::new(FixedMasks(masks)))
+            }
+            (Source::Oracle, Some(seg)) => {
+                let objects = pending.start.as_ref().map(|(_, objects)| objects.clone()).unwrap_or_default();
+                Some(Box::new(OracleGrounder::new(objects, seg.width, seg.height, seg.data.clone())?))
+            }
+            (Source::Oracle, None) => None,
+        })
+    }
+}
+
+impl Pending {
+    /// Takes in one input of this episode: the start event's queries and objects, the earliest image, and the
+    /// segmentation of that image's frame.
+    fn accept(&mut self, header: Header, input: Part) {
+        match input {
+            Part::Start(queries, objects) => self.start = Some((queries, objects)),
+            Part::Image(image) => {
+                if self.image.as_ref().is_none_or(|(first, _)| header.frame < first.frame) {
+                    self.image = Some((header, image));
+                }
+            }
+            Part::Segmentation(seg) => {
+                if self.image.as_ref().is_none_or(|(first, _)| first.frame == header.frame) && self.segmentation.is_none() {
+                    self.segmentation = Some(seg);
+                }
+            }
+            Part::Other => {}
+        }
+    }
+}
+
+/// What one input brings.
+enum Part {
+    Start(Vec<String>, Vec<ObjectInfo>),
+    Image(Image),
+    Segmentation(Segmentation),
+    /// An episode event other than the start.
+    Other,
+}
+
+/// One input as its header and what it brings.
+fn decode_input(id: &str, metadata: &dora_node_api::Metadata, data: &dora_node_api::DoraArray) -> eyre::Result<(Header, Part)> {
+    Ok(match id {
+        "episode" => match decode::<EpisodeEvent>(metadata, data)? {
+            (h, EpisodeEvent::Start { text_query, objects, .. }) => (h, Part::Start(text_query, objects)),
+            (h, _) => (h, Part::Other),
+        },
+        "image" => {
+            let (h, image) = decode::<Image>(metadata, data)?;
+            (h, Part::Image(image))
+        }
+        "segmentation" => {
+            let (h, seg) = decode::<Segmentation>(metadata, data)?;
+            (h, Part::Segmentation(seg))
+        }
+        other => eyre::bail!("grounding: unexpected input `{other}`"),
+    })
+}
+
 fn main() -> eyre::Result<()> {
     let weights: String = env_or("WEIGHTS", glue::pretrain::SMALL_LOCAL_ENCODER.to_string())?;
     let k: usize = env_or("K", 15)?;
@@ -44,78 +149,24 @@ fn main() -> eyre::Result<()> {
         at => Some(parse_unseen_at(at).map_err(|e| eyre::eyre!("grounding: UNSEEN_AT: {e}"))?),
     };
     let device = burn::tensor::Device::flex();
-    let boxes = match std::env::var("BOXES").unwrap_or_default().trim() {
-        "" => None,
-        text => Some(BoxGrounder::parse(text).map_err(|e| eyre::eyre!("grounding: BOXES: {e}"))?),
-    };
-    let detector = match std::env::var("DETECTOR").unwrap_or_default().trim() {
-        "" => {
-            let segmenter = std::env::var("SEGMENTER").unwrap_or_default();
-            eyre::ensure!(segmenter.trim().is_empty(), "grounding: SEGMENTER {segmenter} is set but DETECTOR is not: SAM segments the detector's boxes");
-            None
-        }
-        dir => {
-            eyre::ensure!(boxes.is_none(), "grounding: set BOXES or DETECTOR, not both");
-            let threshold: f32 = env_or("DETECTION_THRESHOLD", 0.1)?;
-            let detector = OwlVitDetector::load(dir.as_ref(), &device).map_err(|e| eyre::eyre!("grounding: DETECTOR {dir}: {e:#}"))?;
-            let segmenter = match std::env::var("SEGMENTER").unwrap_or_default().trim() {
-                "" => None,
-                sam => Some(SamSegmenter::load(sam.as_ref(), &device).map_err(|e| eyre::eyre!("grounding: SEGMENTER {sam}: {e:#}"))?),
-            };
-            Some(OwlVitGrounder::new(detector, segmenter, threshold).map_err(|e| eyre::eyre!("grounding: DETECTION_THRESHOLD: {e}"))?)
-        }
-    };
+    let source = Source::from_env(&device)?;
     let encoder = GridEncoder::load(weights.as_ref(), 2, &device)?;
     let (mut node, mut events) = DoraNode::init_from_env()?;
     let mut episodes: BTreeMap<u64, Pending> = BTreeMap::new();
     let mut latency = Latency::default();
     while let Some(Input { id, metadata, data }) = next_input(&mut events) {
-        let episode = match id.as_str() {
-            "episode" => {
-                let (h, event) = decode::<EpisodeEvent>(&metadata, &data)?;
-                if let EpisodeEvent::Start { text_query, objects, .. } = event {
-                    episodes.entry(h.episode).or_default().start = Some((text_query, objects));
-                }
-                h.episode
-            }
-            "image" => {
-                let (h, image) = decode::<Image>(&metadata, &data)?;
-                let e = episodes.entry(h.episode).or_default();
-                if e.image.as_ref().is_none_or(|(first, _)| h.frame < first.frame) {
-                    e.image = Some((h, image));
-                }
-                h.episode
-            }
-            "segmentation" => {
-                let (h, seg) = decode::<Segmentation>(&metadata, &data)?;
-                let e = episodes.entry(h.episode).or_default();
-                if e.image.as_ref().is_none_or(|(first, _)| first.frame == h.frame) && e.segmentation.is_none() {
-                    e.segmentation = Some(seg);
-                }
-                h.episode
-            }
-            other => eyre::bail!("grounding: unexpected input `{other}`"),
-        };
-        let e = episodes.get_mut(&episode).expect("inserted above");
+        let (header, part) = decode_input(id.as_str(), &metadata, &data)?;
+        let episode = header.episode;
+        let e = episodes.entry(episode).or_default();
+        e.accept(header, part);
         if e.done {
             continue;
         }
-        let (Some((queries, objects)), Some((h, image))) = (&e.start, &e.image) else { continue };
+        let (Some((queries, _)), Some((h, image))) = (&e.start, &e.image) else { continue };
         let start = Instant::now();
         let rgb = image::RgbImage::from_raw(image.width, image.height, image.data.clone())
             .ok_or_else(|| eyre::eyre!("grounding: image is not {}x{} rgb8", image.width, image.height))?;
-        let grounder: Box<dyn Grounder> = match (&boxes, &detector, &e.segmentation) {
-            (Some(boxes), _, _) => Box::new(boxes.clone()),
-            (None, Some(detector), _) => {
-                let (detections, masks) = detector.ground_with_detections(&rgb, queries)?;
-                for (query, d) in queries.iter().zip(&detections) {
-                    eprintln!("grounding: episode {episode}: {query:?} box {:?} score {:.3}", d.bbox.map(f32::round), d.score);
-                }
-                Box::new(FixedMasks(masks))
-            }
-            (None, None, Some(seg)) => Box::new(OracleGrounder::new(objects.clone(), seg.width, seg.height, seg.data.clone())?),
-            (None, None, None) => continue,
-        };
+        let Some(grounder) = source.grounder(episode, &rgb, queries, e)? else { continue };
         let points = first_frame_keypoints(grounder.as_ref(), &encoder, &rgb, queries, k, seed, unseen_at, &device)
             .map_err(|err| eyre::eyre!("grounding: episode {episode}: {err:#}"))?;
         latency.record(start);
