@@ -167,79 +167,7 @@ enum Command {
     },
     /// Run a trained policy closed-loop in the simulator and write OUT/eval.json (success rate, 95% Wilson
     /// interval, per-episode results, latency).
-    Eval {
-        /// A checkpoint folder (a training run's best/ or last/, or a shipped checkpoints/ folder).
-        #[arg(long)]
-        checkpoint: PathBuf,
-        #[command(flatten)]
-        scene: Scene,
-        #[arg(long, default_value_t = 10)]
-        episodes: u64,
-        /// First scene seed (training demonstrations use 0.., so evaluate on held-out seeds).
-        #[arg(long, default_value_t = 1000)]
-        seed_start: u64,
-        /// Where GLUE's keypoints come from: the simulator's oracle tracks, or grounding + K-means + the tracker.
-        #[arg(long, value_enum, default_value = "tracker")]
-        keypoints: EvalKeypoints,
-        /// Keypoints per episode (tracker mode).
-        #[arg(long, default_value_t = 15)]
-        k: usize,
-        /// K-means seed of the keypoint extraction (tracker mode; `glue annotate --seed`, the grounding node's
-        /// `SEED`): how much the result depends on where the keypoints fall.
-        #[arg(long, default_value_t = 0)]
-        keypoint_seed: u64,
-        /// Local encoder for keypoint extraction (tracker mode).
-        #[arg(long, default_value = SMALL_LOCAL_ENCODER)]
-        keypoint_weights: PathBuf,
-        /// Save one GIF per episode into OUT/videos.
-        #[arg(long)]
-        video: bool,
-        /// Record the episodes (Arrow files, as `glue record` writes them) into OUT/episodes.
-        #[arg(long)]
-        record: bool,
-        /// Seed of the sampling noise (episode i draws from seed + i).
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Episodes run in lockstep, batched through the policy (vectorised evaluation; use 10-50 on a GPU).
-        #[arg(long, default_value_t = 1)]
-        parallel: usize,
-        /// Temporal ensembling (ACT): plan a chunk every tick and command the mean of every chunk's action for the
-        /// tick, weighted exp(-M·i) from the oldest chunk (ACT uses 0.01). Off: execute each chunk's actions.
-        #[arg(long, value_name = "M")]
-        temporal_ensemble: Option<f32>,
-        /// Where an episode's keypoints sit (invisible, key patches zeroed) when its first frame shows no queried
-        /// object, in pixels of the frame; default: the image centre. The demonstrations' mean keypoint position puts
-        /// them where the objects usually are (measured on push-button: no change; docs/results.md, "When grounding
-        /// finds nothing").
-        #[arg(long, value_name = "X,Y", value_parser = glue::annotate::parse_unseen_at)]
-        unseen_at: Option<[f32; 2]>,
-        /// The privileged-state policy only (`--policy state` checkpoints): perceive every task object displaced
-        /// horizontally by a fixed offset per episode, N(0, STD²) per axis, in metres (a localisation error); 0
-        /// feeds the true poses. In-process only.
-        #[arg(long, value_name = "STD", default_value_t = 0.0)]
-        object_pose_error: f32,
-        /// An intervention test: the policy sees these keypoints as visible whatever the tracker says (their key
-        /// patches never zeroed): `all`, or the index of a text query (e.g. 1: place-fruit's plate), whose object's
-        /// keypoints are forced. In-process only.
-        #[arg(long, value_name = "all|QUERY", value_parser = glue::eval::ForceVisible::parse)]
-        force_visible: Option<glue::eval::ForceVisible>,
-        /// An intervention test for `--variant lighting`: this encoder (`global`: the policy's image encoder;
-        /// `local`: GLUE's frozen local ViT, the key patches) sees each tick rendered without the lighting
-        /// variant's lights, everything else the lit frame. In-process only.
-        #[arg(long, value_enum)]
-        unlit_encoder: Option<glue::eval::UnlitEncoder>,
-        /// Run the episodes through the dora graph (`dora run`, one episode at a time) instead of in-process: the
-        /// same nodes as the README's main job, its episodes kept in OUT/episodes, its settings in OUT/dataflow.yml.
-        #[arg(long)]
-        dataflow: bool,
-        /// The graph `--dataflow` runs.
-        #[arg(long, default_value = "dataflow.sim.yml")]
-        graph: PathBuf,
-        #[arg(long)]
-        out: PathBuf,
-        #[arg(long, value_enum, default_value = "cpu")]
-        device: DeviceKind,
-    },
+    Eval(EvalArgs),
     /// Run keypoint extraction (oracle grounder on the recorded segmentation, K-means on the local ViT's
     /// features) and KLT tracking over recordings and store the tracks in their `keypoints` column, in place.
     Annotate {
@@ -346,6 +274,81 @@ enum Command {
 
 /// `glue track` flags.
 #[derive(clap::Args)]
+struct EvalArgs {
+    /// A checkpoint folder (a training run's best/ or last/, or a shipped checkpoints/ folder).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    #[command(flatten)]
+    scene: Scene,
+    #[arg(long, default_value_t = 10)]
+    episodes: u64,
+    /// First scene seed (training demonstrations use 0.., so evaluate on held-out seeds).
+    #[arg(long, default_value_t = 1000)]
+    seed_start: u64,
+    /// Where GLUE's keypoints come from: the simulator's oracle tracks, or grounding + K-means + the tracker.
+    #[arg(long, value_enum, default_value = "tracker")]
+    keypoints: EvalKeypoints,
+    /// Keypoints per episode (tracker mode).
+    #[arg(long, default_value_t = 15)]
+    k: usize,
+    /// K-means seed of the keypoint extraction (tracker mode; `glue annotate --seed`, the grounding node's
+    /// `SEED`): how much the result depends on where the keypoints fall.
+    #[arg(long, default_value_t = 0)]
+    keypoint_seed: u64,
+    /// Local encoder for keypoint extraction (tracker mode).
+    #[arg(long, default_value = SMALL_LOCAL_ENCODER)]
+    keypoint_weights: PathBuf,
+    /// Save one GIF per episode into OUT/videos.
+    #[arg(long)]
+    video: bool,
+    /// Record the episodes (Arrow files, as `glue record` writes them) into OUT/episodes.
+    #[arg(long)]
+    record: bool,
+    /// Seed of the sampling noise (episode i draws from seed + i).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Episodes run in lockstep, batched through the policy (vectorised evaluation; use 10-50 on a GPU).
+    #[arg(long, default_value_t = 1)]
+    parallel: usize,
+    /// Temporal ensembling (ACT): plan a chunk every tick and command the mean of every chunk's action for the
+    /// tick, weighted exp(-M·i) from the oldest chunk (ACT uses 0.01). Off: execute each chunk's actions.
+    #[arg(long, value_name = "M")]
+    temporal_ensemble: Option<f32>,
+    /// Where an episode's keypoints sit (invisible, key patches zeroed) when its first frame shows no queried
+    /// object, in pixels of the frame; default: the image centre. The demonstrations' mean keypoint position puts
+    /// them where the objects usually are (measured on push-button: no change; docs/results.md, "When grounding
+    /// finds nothing").
+    #[arg(long, value_name = "X,Y", value_parser = glue::annotate::parse_unseen_at)]
+    unseen_at: Option<[f32; 2]>,
+    /// The privileged-state policy only (`--policy state` checkpoints): perceive every task object displaced
+    /// horizontally by a fixed offset per episode, N(0, STD²) per axis, in metres (a localisation error); 0
+    /// feeds the true poses. In-process only.
+    #[arg(long, value_name = "STD", default_value_t = 0.0)]
+    object_pose_error: f32,
+    /// An intervention test: the policy sees these keypoints as visible whatever the tracker says (their key
+    /// patches never zeroed): `all`, or the index of a text query (e.g. 1: place-fruit's plate), whose object's
+    /// keypoints are forced. In-process only.
+    #[arg(long, value_name = "all|QUERY", value_parser = glue::eval::ForceVisible::parse)]
+    force_visible: Option<glue::eval::ForceVisible>,
+    /// An intervention test for `--variant lighting`: this encoder (`global`: the policy's image encoder;
+    /// `local`: GLUE's frozen local ViT, the key patches) sees each tick rendered without the lighting
+    /// variant's lights, everything else the lit frame. In-process only.
+    #[arg(long, value_enum)]
+    unlit_encoder: Option<glue::eval::UnlitEncoder>,
+    /// Run the episodes through the dora graph (`dora run`, one episode at a time) instead of in-process: the
+    /// same nodes as the README's main job, its episodes kept in OUT/episodes, its settings in OUT/dataflow.yml.
+    #[arg(long)]
+    dataflow: bool,
+    /// The graph `--dataflow` runs.
+    #[arg(long, default_value = "dataflow.sim.yml")]
+    graph: PathBuf,
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: DeviceKind,
+}
+
+#[derive(clap::Args)]
 struct TrackArgs {
     /// Folder of the frames, PNG files tracked in file-name order.
     #[arg(long, required_unless_present_any = ["eval_sim", "bench"], conflicts_with_all = ["eval_sim", "bench"])]
@@ -384,6 +387,67 @@ struct TrackArgs {
 enum TrackerKind {
     /// Pyramidal Lucas-Kanade with forward-backward and appearance checks and re-acquisition.
     Klt,
+}
+
+/// `glue eval`: in-process or through the graph; prints the success rate and, for pick-and-place, where the
+/// failures ended.
+fn eval(args: EvalArgs) -> eyre::Result<()> {
+    let EvalArgs {
+        checkpoint, scene, episodes, seed_start, keypoints, k, keypoint_seed, keypoint_weights, video, record, seed,
+        parallel, temporal_ensemble, unseen_at, object_pose_error, force_visible, unlit_encoder, dataflow, graph, out,
+        device,
+    } = args;
+    eyre::ensure!(episodes >= 1, "--episodes: expected at least 1");
+    let config = EvalConfig {
+        checkpoint,
+        sim: scene.config()?,
+        task: scene.task,
+        episodes,
+        condition: scene.condition()?,
+        seed_start,
+        keypoints,
+        video: video.then(|| out.join("videos")),
+        record: record.then(|| out.join("episodes")),
+        seed,
+        k,
+        keypoint_seed,
+        keypoint_weights,
+        parallel,
+        temporal_ensemble,
+        unseen_at,
+        object_pose_error,
+        force_visible,
+        unlit_encoder,
+    };
+    let report = if dataflow {
+        eyre::ensure!(device == DeviceKind::Cpu, "--device {device:?}: the graph's nodes run on the CPU; --device is for the in-process evaluation");
+        let exe = std::env::current_exe()?;
+        let binaries = exe.parent().ok_or_else(|| eyre::eyre!("cannot locate the node binaries beside {}", exe.display()))?;
+        let setup = glue::eval::DataflowSetup { graph, dora: glue::dataflow::dora_command(), binaries: binaries.to_path_buf() };
+        glue::eval::evaluate_in_dataflow(&config, &out, &setup)?
+    } else {
+        glue::eval::evaluate(&config, &out, &device.device())?
+    };
+    let grasped = report.grasps().map(|g| format!(" (grasped the object in {g})")).unwrap_or_default();
+    println!(
+        "{} on {} ({}, strength {}): {}/{} succeeded{grasped}, success rate {:.2} (95% CI {:.2}-{:.2}); chunk latency mean {:.0} ms, p95 {:.0} ms; wrote {}",
+        report.policy,
+        report.task,
+        report.variant,
+        report.strength,
+        report.successes,
+        report.episodes,
+        report.success_rate,
+        report.wilson_95[0],
+        report.wilson_95[1],
+        report.latency.chunk_mean_ms,
+        report.latency.chunk_p95_ms,
+        out.join("eval.json").display()
+    );
+    if let Some(stages) = report.place_stages() {
+        println!("{}", stages.summary());
+    }
+    Ok(())
 }
 
 fn track(args: TrackArgs) -> eyre::Result<()> {
@@ -867,58 +931,7 @@ fn run(cli: Cli) -> eyre::Result<bool> {
             glue::teleop::check(&device, &cfg, seconds, &mut std::io::stdout())?;
         }
         Command::Train(args) => train(args)?,
-        Command::Eval { checkpoint, scene, episodes, seed_start, keypoints, k, keypoint_seed, keypoint_weights, video, record, seed, parallel, temporal_ensemble, unseen_at, object_pose_error, force_visible, unlit_encoder, dataflow, graph, out, device } => {
-            eyre::ensure!(episodes >= 1, "--episodes: expected at least 1");
-            let config = EvalConfig {
-                checkpoint,
-                sim: scene.config()?,
-                task: scene.task,
-                episodes,
-                condition: scene.condition()?,
-                seed_start,
-                keypoints,
-                video: video.then(|| out.join("videos")),
-                record: record.then(|| out.join("episodes")),
-                seed,
-                k,
-                keypoint_seed,
-                keypoint_weights,
-                parallel,
-                temporal_ensemble,
-                unseen_at,
-                object_pose_error,
-                force_visible,
-                unlit_encoder,
-            };
-            let report = if dataflow {
-                eyre::ensure!(device == DeviceKind::Cpu, "--device {device:?}: the graph's nodes run on the CPU; --device is for the in-process evaluation");
-                let exe = std::env::current_exe()?;
-                let binaries = exe.parent().ok_or_else(|| eyre::eyre!("cannot locate the node binaries beside {}", exe.display()))?;
-                let setup = glue::eval::DataflowSetup { graph, dora: glue::dataflow::dora_command(), binaries: binaries.to_path_buf() };
-                glue::eval::evaluate_in_dataflow(&config, &out, &setup)?
-            } else {
-                glue::eval::evaluate(&config, &out, &device.device())?
-            };
-            let grasped = report.grasps().map(|g| format!(" (grasped the object in {g})")).unwrap_or_default();
-            println!(
-                "{} on {} ({}, strength {}): {}/{} succeeded{grasped}, success rate {:.2} (95% CI {:.2}-{:.2}); chunk latency mean {:.0} ms, p95 {:.0} ms; wrote {}",
-                report.policy,
-                report.task,
-                report.variant,
-                report.strength,
-                report.successes,
-                report.episodes,
-                report.success_rate,
-                report.wilson_95[0],
-                report.wilson_95[1],
-                report.latency.chunk_mean_ms,
-                report.latency.chunk_p95_ms,
-                out.join("eval.json").display()
-            );
-            if let Some(stages) = report.place_stages() {
-                println!("{}", stages.summary());
-            }
-        }
+        Command::Eval(args) => eval(args)?,
         Command::Track(args) => track(args)?,
         Command::Report { study, out } => {
             print!("{}", glue::report::write(&study, &out)?);
