@@ -268,14 +268,12 @@ fn run(mut config: TrainConfig, out: &Path, resume: bool, device: &Device) -> Re
     let bar = progress((steps_per_epoch * config.epochs) as u64, "train");
     bar.set_position(trainer.progress.step as u64);
     bar.reset_eta();
-    let mut last_loss = f64::NAN;
     let mut epoch = trainer.progress.epochs_done;
     let requested_epochs = config.epochs;
     while epoch < config.epochs {
         let epoch_start = Instant::now();
         let losses;
         (trainer, losses) = trainer.train_epoch(&config, &data, &train_samples, &schedule, epoch, &bar, out)?;
-        last_loss = losses.last;
         let val_loss = if val_samples.is_empty() {
             None
         } else {
@@ -340,7 +338,7 @@ fn run(mut config: TrainConfig, out: &Path, resume: bool, device: &Device) -> Re
         train_episodes: train_ids.len(),
         val_episodes: val_ids.len(),
         val_recordings: val_ids.iter().map(|&i| data.demos[i].path.clone()).collect(),
-        final_train_loss: progress_state.history.last().map_or(last_loss, |r| r.train_loss),
+        final_train_loss: progress_state.history.last().map_or(f64::NAN, |r| r.train_loss),
         best_val_loss: if val_samples.is_empty() { None } else { progress_state.best_val },
         best_epoch: progress_state.best_epoch,
         val_position_error_m: position,

@@ -85,10 +85,9 @@ pub(super) struct Trainer {
     device: Device,
 }
 
-/// One epoch's training loss: the mean over its steps and the last step's, and the learning rate it ended at.
+/// One epoch's training loss, the mean over its steps, and the learning rate it ended at.
 pub(super) struct EpochLoss {
     pub(super) mean: f64,
-    pub(super) last: f64,
     pub(super) lr: f64,
 }
 
@@ -156,7 +155,7 @@ impl Trainer {
         let mut order = samples.to_vec();
         rand::seq::SliceRandom::shuffle(order.as_mut_slice(), &mut rng);
         let (mut sum, mut count) = (0.0, 0usize);
-        let mut loss = EpochLoss { mean: f64::NAN, last: f64::NAN, lr: 0.0 };
+        let mut loss = EpochLoss { mean: f64::NAN, lr: 0.0 };
         for batch in order.chunks(config.batch_size) {
             let (obs, actions) = data.batch(&config.policy, batch, Some(&mut rng), &self.device);
             let noise = gaussian(&mut rng, actions.dims(), &self.device);
@@ -180,7 +179,6 @@ impl Trainer {
             self.ema.update(&self.net, self.progress.step)?;
             sum += value;
             count += 1;
-            loss.last = value;
             bar.set_message(format!("epoch {}/{} loss {value:.4} lr {:.1e}", epoch + 1, config.epochs, loss.lr));
             bar.inc(1);
         }
