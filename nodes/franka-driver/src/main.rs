@@ -277,6 +277,25 @@ impl Driver {
             }
         }
     }
+
+    /// Every episode in turn; `false` when the dataflow stopped first. Whatever fails inside an episode (a lost
+    /// connection, a reflex, the dataflow), the guard holds and the servo is stopped before the error returns.
+    fn run(&mut self) -> eyre::Result<bool> {
+        for episode in 0..self.settings.episodes {
+            match self.episode(episode) {
+                Ok(true) => {}
+                Ok(false) => return Ok(false),
+                Err(error) => {
+                    self.guard.lock().expect("guard lock").hold();
+                    if let Err(stop) = self.arm.stop() {
+                        eprintln!("franka-driver: stopping the arm after the error below failed too: {stop:#}");
+                    }
+                    return Err(error);
+                }
+            }
+        }
+        Ok(true)
+    }
 }
 
 fn main() -> eyre::Result<()> {
@@ -286,22 +305,13 @@ fn main() -> eyre::Result<()> {
     let guard = Arc::new(Mutex::new(CommandGuard::new(safety)?));
     let (node, events) = DoraNode::init_from_env()?;
     let mut driver = Driver { node, events, arm, guard, settings, counts: Counts::default() };
-    for episode in 0..driver.settings.episodes {
-        match driver.episode(episode) {
-            Ok(true) => {}
-            Ok(false) => return Ok(()),
-            Err(error) => {
-                // Whatever failed (a lost connection, a reflex, the dataflow), the arm holds and its servo stops
-                // before the node exits.
-                driver.guard.lock().expect("guard lock").hold();
-                if let Err(stop) = driver.arm.stop() {
-                    eprintln!("franka-driver: stopping the arm after the error below failed too: {stop:#}");
-                }
-                return Err(error);
-            }
-        }
+    if !driver.run()? {
+        return Ok(());
     }
     let Counts { latency, rejected, clamped, too_old } = &driver.counts;
     eprintln!("franka-driver: {} ({rejected} actions rejected, {clamped} clamped, {too_old} too old)", latency.summary());
     linger(&mut driver.events)
 }
+
+#[cfg(test)]
+mod tests;
