@@ -152,7 +152,10 @@ fn checkpoint_round_trips_exactly() {
 
 #[test]
 fn short_pretraining_lowers_the_loss() {
-    let config = tiny();
+    // 80 steps, not tiny()'s 40: from each of the initialisations of seeds 0-7 they bring this batch's loss to
+    // 1.85-2.08 (40 steps: 2.03-2.30), well below seed 0's initial 2.47, so the margin also holds when a concurrently
+    // running test draws from burn's process-wide RNG between `train`'s seeding and its initialisation.
+    let config = PretrainConfig { steps: 80, ..tiny() };
     let frames = few_frames(4);
     let device = Device::flex();
     let before = fixed_batch_loss(&init_encoder(&config.encoder, config.seed, &device), &frames, &config, 99).unwrap();
