@@ -10,7 +10,9 @@
 //! was dropped upstream, e.g. from a full queue): the tick is written with that column null, and the episode's
 //! summary line counts the gaps, instead of the episode stalling there and staying `.partial`. A tick that lost a
 //! required input the same way (on the real robot: a camera tick with no fresh frame, hence no image and no action)
-//! is not written at all (the recorded frame indices show the hole) and the summary line counts it.
+//! is not written at all (the recorded frame indices show the hole) and the summary line counts it. When the
+//! inputs close (the dataflow ends), nothing more will come: an episode whose end event has arrived is written with
+//! the ticks it has (the last tick's action may still have been in the policy), one without it stays `.partial`.
 //! Each run writes into its own folder `OUT_DIR/<dataflow id>` (time-ordered UUIDs), so runs never collide.
 //! Settings: `OUT_DIR` (default `out/recordings`), `CONTROL_HZ` (default 10).
 
@@ -193,6 +195,8 @@ struct Recorder {
     /// Episodes written and how many of them succeeded.
     written: u32,
     succeeded: u32,
+    /// Every input has closed: whatever a tick still lacks will never come.
+    inputs_closed: bool,
 }
 
 impl Recorder {
@@ -200,11 +204,22 @@ impl Recorder {
     fn flush(&mut self, episode: u64) -> eyre::Result<()> {
         let Some(rec) = self.active.get_mut(&episode) else { return Ok(()) };
         let Some(start) = rec.start.clone() else { return Ok(()) };
-        while let Some(parts) = rec.parts.get(&rec.next_frame) {
-            // dora keeps each input in order, so one that has delivered a later frame or episode skipped this tick.
+        loop {
             let frame = rec.next_frame;
+            let Some(parts) = rec.parts.get(&frame) else {
+                // A tick nothing has arrived for yet; once the inputs have closed, one before the episode's end is lost.
+                if self.inputs_closed && rec.end.is_some_and(|(_, ticks)| frame < ticks) {
+                    *rec.lost.entry("any input").or_default() += 1;
+                    rec.next_frame += 1;
+                    continue;
+                }
+                break;
+            };
+            // dora keeps each input in order, so one that has delivered a later frame or episode skipped this tick.
             let skipped = |name: &str| {
-                rec.newest.get(name).is_some_and(|&f| f > frame) || self.latest_episode.get(name).is_some_and(|&e| e > episode)
+                self.inputs_closed
+                    || rec.newest.get(name).is_some_and(|&f| f > frame)
+                    || self.latest_episode.get(name).is_some_and(|&e| e > episode)
             };
             if !parts.ready(&self.connected, skipped) {
                 let Some(name) = parts.lost_input(skipped) else { break };
@@ -252,6 +267,18 @@ impl Recorder {
 impl Recorder {
     /// Takes one input (`Err`: an episode event) and writes what it completes, in this episode and in earlier ones
     /// that were waiting for this input.
+    /// Every input has closed (the dataflow is ending): each episode whose end event has come is written with the
+    /// ticks it has, a tick still lacking a required input counted as not written and one lacking an optional input
+    /// written with it null, as when an input moves on. Episodes without their end event stay `.partial`.
+    fn close_inputs(&mut self) -> eyre::Result<()> {
+        self.inputs_closed = true;
+        let episodes: Vec<u64> = self.active.keys().copied().collect();
+        for episode in episodes {
+            self.flush(episode)?;
+        }
+        Ok(())
+    }
+
     fn receive(&mut self, h: Header, part: Result<Part, EpisodeEvent>) -> eyre::Result<()> {
         if let Ok(part) = &part {
             if self.latest_episode.get(part.input()).is_none_or(|&e| h.episode > e) {
@@ -302,6 +329,7 @@ fn main() -> eyre::Result<()> {
         latest_episode: BTreeMap::new(),
         written: 0,
         succeeded: 0,
+        inputs_closed: false,
     };
     std::fs::create_dir_all(&rec.out_dir)?;
     println!("recorder: writing episodes to {}", rec.out_dir.display());
@@ -321,6 +349,7 @@ fn main() -> eyre::Result<()> {
     for (input, n) in events.drain_drop_counts() {
         eprintln!("recorder: dora dropped {n} `{input}` messages");
     }
+    rec.close_inputs()?;
     for r in rec.active.values() {
         eprintln!("recorder: inputs closed during episode {}; its {} ticks stay in a .partial file", r.episode, r.next_frame);
     }
@@ -354,7 +383,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&out_dir);
         std::fs::create_dir_all(&out_dir).unwrap();
         let connected = Connected { segmentation: false, oracle_tracks: false, keypoints, object_poses: false };
-        let rec = Recorder { out_dir: out_dir.clone(), control_hz: 10.0, connected, active: BTreeMap::new(), closed: BTreeSet::new(), latest_episode: BTreeMap::new(), written: 0, succeeded: 0 };
+        let rec = Recorder { out_dir: out_dir.clone(), control_hz: 10.0, connected, active: BTreeMap::new(), closed: BTreeSet::new(), latest_episode: BTreeMap::new(), written: 0, succeeded: 0, inputs_closed: false };
         (rec, out_dir)
     }
 
@@ -443,6 +472,39 @@ mod tests {
         let episode = read_episode(&list_episodes(&out_dir).unwrap()[0]).unwrap();
         assert_eq!((episode.info.episode, episode.success, episode.ticks.len()), (0, true, 1));
         assert!(episode.ticks[0].keypoints.is_none());
+        std::fs::remove_dir_all(&out_dir).unwrap();
+    }
+
+    /// The dataflow ends while episode 0, whose end event has come, waits for a tick nothing arrived for and for its
+    /// last tick's action (the policy still busy): once the inputs close it is written with its two complete ticks;
+    /// episode 1, which has no end event, stays `.partial`.
+    #[test]
+    fn when_the_inputs_close_an_ended_episode_is_written_with_the_ticks_it_has() {
+        let (mut rec, out_dir) = recorder("closed", true);
+        let start = |seed| EpisodeEvent::Start { task: "push-button".into(), text_query: vec!["red button".into()], seed, variant: "none".into(), strength: 0.0, objects: vec![] };
+        rec.receive(header(0), Err(start(0))).unwrap();
+        for frame in [0, 1, 3] {
+            for part in required(frame).into_iter().chain([keypoints(frame)]) {
+                if frame < 3 || !matches!(part, Part::Action(_)) {
+                    rec.receive(header(frame), Ok(part)).unwrap();
+                }
+            }
+        }
+        rec.receive(header(3), Err(EpisodeEvent::End { success: true, ticks: 4 })).unwrap();
+        let next = |frame| Header { episode: 1, ..header(frame) };
+        rec.receive(next(0), Err(start(1))).unwrap();
+        for part in required(0).into_iter().chain([keypoints(0)]) {
+            rec.receive(next(0), Ok(part)).unwrap();
+        }
+        assert_eq!((rec.written, rec.active[&0].next_frame), (0, 2), "tick 2 may still come while the inputs are open");
+        rec.close_inputs().unwrap();
+        assert_eq!(rec.written, 1);
+        assert_eq!(rec.active.keys().collect::<Vec<_>>(), [&1], "episode 1 has not ended: it stays .partial");
+        let files = list_episodes(&out_dir).unwrap();
+        assert_eq!(files.len(), 1);
+        let episode = read_episode(&files[0]).unwrap();
+        assert_eq!((episode.info.episode, episode.success), (0, true));
+        assert_eq!(episode.ticks.iter().map(|t| t.frame).collect::<Vec<_>>(), [0, 1]);
         std::fs::remove_dir_all(&out_dir).unwrap();
     }
 }
