@@ -265,8 +265,6 @@ impl Recorder {
 }
 
 impl Recorder {
-    /// Takes one input (`Err`: an episode event) and writes what it completes, in this episode and in earlier ones
-    /// that were waiting for this input.
     /// Every input has closed (the dataflow is ending): each episode whose end event has come is written with the
     /// ticks it has, a tick still lacking a required input counted as not written and one lacking an optional input
     /// written with it null, as when an input moves on. Episodes without their end event stay `.partial`.
@@ -279,6 +277,8 @@ impl Recorder {
         Ok(())
     }
 
+    /// Takes one input (`Err`: an episode event) and writes what it completes, in this episode and in earlier ones
+    /// that were waiting for this input.
     fn receive(&mut self, h: Header, part: Result<Part, EpisodeEvent>) -> eyre::Result<()> {
         if let Ok(part) = &part {
             if self.latest_episode.get(part.input()).is_none_or(|&e| h.episode > e) {
