@@ -335,6 +335,11 @@ struct EvalArgs {
     /// variant's lights, everything else the lit frame. In-process only.
     #[arg(long, value_enum)]
     unlit_encoder: Option<glue::eval::UnlitEncoder>,
+    /// An intervention test for GLUE: every key patch's feature is zeroed, as an occluded keypoint's is, while
+    /// the keypoints' cells, flags and coordinates stay as tracked: does the policy use what the frozen local
+    /// encoder sees at the keypoints? In-process only.
+    #[arg(long)]
+    zero_key_patches: bool,
     /// Run the episodes through the dora graph (`dora run`, one episode at a time) instead of in-process: the
     /// same nodes as the README's main job, its episodes kept in OUT/episodes, its settings in OUT/dataflow.yml.
     #[arg(long)]
@@ -394,7 +399,7 @@ enum TrackerKind {
 fn eval(args: EvalArgs) -> eyre::Result<()> {
     let EvalArgs {
         checkpoint, scene, episodes, seed_start, keypoints, k, keypoint_seed, keypoint_weights, video, record, seed,
-        parallel, temporal_ensemble, unseen_at, object_pose_error, force_visible, unlit_encoder, dataflow, graph, out,
+        parallel, temporal_ensemble, unseen_at, object_pose_error, force_visible, unlit_encoder, zero_key_patches, dataflow, graph, out,
         device,
     } = args;
     eyre::ensure!(episodes >= 1, "--episodes: expected at least 1");
@@ -418,6 +423,7 @@ fn eval(args: EvalArgs) -> eyre::Result<()> {
         object_pose_error,
         force_visible,
         unlit_encoder,
+        zero_key_patches,
     };
     let report = if dataflow {
         eyre::ensure!(device == DeviceKind::Cpu, "--device {device:?}: the graph's nodes run on the CPU; --device is for the in-process evaluation");
@@ -713,6 +719,7 @@ fn loop_bench(repeats: u32, device: &burn::tensor::Device) -> eyre::Result<Strin
         object_pose_error: 0.0,
         force_visible: None,
         unlit_encoder: None,
+        zero_key_patches: false,
     };
     let report = glue::eval::evaluate(&config, &out, device);
     std::fs::remove_dir_all(&out).ok();

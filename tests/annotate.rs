@@ -1,7 +1,8 @@
 //! `glue annotate` on a copy of a shipped recording: every tick gains the tracker's keypoints, the first frame's
 //! keypoints lie on the task objects, and everything else in the file is unchanged. `glue eval --keypoint-seed`
 //! extracts and tracks the keypoints as `glue annotate --seed` does; `glue eval --force-visible` overrides the flags,
-//! and `glue eval --unlit-encoder` shows one encoder the frame without the lighting variant's lights.
+//! `glue eval --unlit-encoder` shows one encoder the frame without the lighting variant's lights, and
+//! `glue eval --zero-key-patches` zeroes GLUE's key patches and nothing else.
 
 use std::path::PathBuf;
 
@@ -137,4 +138,25 @@ fn eval_unlit_encoder_shows_one_encoder_the_unlit_frame() {
     }
     let err = eval_refused(&["--unlit-encoder", "global"]);
     assert!(err.contains("--variant lighting"), "{err}");
+}
+
+/// `glue eval --zero-key-patches` (the key-patch intervention): on one push-button episode the tracker's keypoints
+/// of the first tick (flags included; the ticks before the actions part) are the same with and without it, the
+/// policy's actions are not (so the zeroed patches reach the policy), and eval.json names it; the graph refuses it.
+#[test]
+fn eval_zero_key_patches_changes_the_actions_not_the_tracks() {
+    let run = |name: &str, extra: &[&str]| {
+        let (report, ticks) = eval_one_recorded(&format!("zero-key-patches-{name}"), "clutter", extra);
+        let actions: Vec<u32> = ticks.iter().flat_map(|t| t.action.to_array()).map(f32::to_bits).collect();
+        (report["zero_key_patches"].as_bool(), ticks[0].keypoints.clone().unwrap().points, actions)
+    };
+    let (named, tracked, actions) = run("off", &[]);
+    assert_eq!(named, None, "eval.json names the option only when set");
+    let (named, zeroed_tracked, zeroed_actions) = run("on", &["--zero-key-patches"]);
+    assert_eq!(named, Some(true));
+    assert_eq!(zeroed_tracked, tracked, "the recording keeps the tracker's keypoints and flags");
+    assert!(tracked.iter().any(|p| p[2] == 1.0), "some keypoint is visible, so zeroing its patch changes the input");
+    assert_ne!(zeroed_actions, actions, "zeroing the key patches changed nothing the policy did");
+    let err = eval_refused(&["--zero-key-patches", "--dataflow"]);
+    assert!(err.contains("--zero-key-patches is in-process only"), "{err}");
 }

@@ -83,6 +83,11 @@ fn check_options(config: &EvalConfig, policy: &Policy) -> Result<()> {
         };
         ensure!(has, "--unlit-encoder {encoder:?}: the {} policy has no such encoder", kind.name());
     }
+    ensure!(
+        !config.zero_key_patches || policy.config.policy.uses_key_patches(),
+        "--zero-key-patches: the {} policy has no key patches (GLUE's only)",
+        policy.config.policy.name()
+    );
     if let Some(ForceVisible::Object(n)) = config.force_visible {
         let queries = config.task.text_query();
         ensure!(
@@ -326,7 +331,14 @@ impl Lockstep<'_> {
         };
         let images = seen_by(UnlitEncoder::Global);
         let keypoints: Vec<Vec<[f32; 3]>> = current.iter().map(|c| c.2.clone()).collect();
-        let features = policy.key_features_batch(&seen_by(UnlitEncoder::Local), &keypoints)?;
+        // --zero-key-patches: the key patches are selected as if every keypoint were occluded (features zeroed,
+        // cells kept); the frame keeps the tracker's flags and coordinates.
+        let patched: Vec<Vec<[f32; 3]>> = if config.zero_key_patches {
+            keypoints.iter().map(|points| points.iter().map(|&[x, y, _]| [x, y, 0.0]).collect()).collect()
+        } else {
+            keypoints.clone()
+        };
+        let features = policy.key_features_batch(&seen_by(UnlitEncoder::Local), &patched)?;
         let states: Vec<Vec<f32>> = current.iter().map(|c| c.0.robot_state.to_array().to_vec()).collect();
         let perceived: Vec<Vec<[f32; 7]>> = if policy.config.policy.uses_object_poses() {
             active.iter().zip(&current).map(|(e, c)| e.pose_error.apply(&c.3.poses)).collect()

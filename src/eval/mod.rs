@@ -83,6 +83,10 @@ pub struct EvalConfig {
     /// light ([`Sim::render_default_lighting`]) while everything else (the tracker, the other encoder, the
     /// recordings) sees the lit frame, so a lighting drop can be traced to one encoder.
     pub unlit_encoder: Option<UnlitEncoder>,
+    /// An intervention test for GLUE: every key patch's feature is zeroed, as sec. III-C zeroes an occluded
+    /// keypoint's ([`crate::fusion::select_key_patches`]), while the keypoints' cells (their positional
+    /// encodings), flags and coordinates stay as tracked. Recordings keep the tracker's keypoints.
+    pub zero_key_patches: bool,
 }
 
 /// Which encoder [`EvalConfig::unlit_encoder`] shows the unlit frame.
@@ -192,6 +196,7 @@ fn write_report(config: &EvalConfig, policy: &str, results: Vec<EpisodeResult>, 
         object_pose_error: config.object_pose_error,
         force_visible: config.force_visible,
         unlit_encoder: config.unlit_encoder,
+        zero_key_patches: config.zero_key_patches,
         latency,
         per_episode: results,
     };

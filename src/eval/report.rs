@@ -191,6 +191,9 @@ pub struct EvalReport {
     /// [`EvalConfig::unlit_encoder`] (absent: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unlit_encoder: Option<UnlitEncoder>,
+    /// [`EvalConfig::zero_key_patches`] (absent: false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub zero_key_patches: bool,
     pub latency: Latency,
     pub per_episode: Vec<EpisodeResult>,
 }

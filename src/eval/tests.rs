@@ -95,6 +95,7 @@ fn failed_pick_and_place_episodes_are_sorted_by_stage() {
         object_pose_error: 0.0,
         force_visible: None,
         unlit_encoder: None,
+        zero_key_patches: false,
         latency: Latency::default(),
         per_episode: vec![
             episode(true, true, false, 0.01),
