@@ -335,11 +335,11 @@ struct EvalArgs {
     /// variant's lights, everything else the lit frame. In-process only.
     #[arg(long, value_enum)]
     unlit_encoder: Option<glue::eval::UnlitEncoder>,
-    /// An intervention test for GLUE: every key patch's feature is zeroed, as an occluded keypoint's is, while
-    /// the keypoints' cells, flags and coordinates stay as tracked: does the policy use what the frozen local
-    /// encoder sees at the keypoints? In-process only.
-    #[arg(long)]
-    zero_key_patches: bool,
+    /// An intervention test for GLUE, what its key patches hold: `live` (the paper's), `zeroed` (every feature
+    /// zeroed, as an occluded keypoint's), `first-frame` (each keypoint's feature from the episode's first frame,
+    /// zeroed while it is hidden); the keypoints' cells, flags and coordinates stay as tracked. In-process only.
+    #[arg(long, value_enum, default_value_t = glue::eval::KeyPatches::Live)]
+    key_patches: glue::eval::KeyPatches,
     /// Run the episodes through the dora graph (`dora run`, one episode at a time) instead of in-process: the
     /// same nodes as the README's main job, its episodes kept in OUT/episodes, its settings in OUT/dataflow.yml.
     #[arg(long)]
@@ -399,7 +399,7 @@ enum TrackerKind {
 fn eval(args: EvalArgs) -> eyre::Result<()> {
     let EvalArgs {
         checkpoint, scene, episodes, seed_start, keypoints, k, keypoint_seed, keypoint_weights, video, record, seed,
-        parallel, temporal_ensemble, unseen_at, object_pose_error, force_visible, unlit_encoder, zero_key_patches, dataflow, graph, out,
+        parallel, temporal_ensemble, unseen_at, object_pose_error, force_visible, unlit_encoder, key_patches, dataflow, graph, out,
         device,
     } = args;
     eyre::ensure!(episodes >= 1, "--episodes: expected at least 1");
@@ -423,7 +423,7 @@ fn eval(args: EvalArgs) -> eyre::Result<()> {
         object_pose_error,
         force_visible,
         unlit_encoder,
-        zero_key_patches,
+        key_patches,
     };
     let report = if dataflow {
         eyre::ensure!(device == DeviceKind::Cpu, "--device {device:?}: the graph's nodes run on the CPU; --device is for the in-process evaluation");
@@ -719,7 +719,7 @@ fn loop_bench(repeats: u32, device: &burn::tensor::Device) -> eyre::Result<Strin
         object_pose_error: 0.0,
         force_visible: None,
         unlit_encoder: None,
-        zero_key_patches: false,
+        key_patches: glue::eval::KeyPatches::Live,
     };
     let report = glue::eval::evaluate(&config, &out, device);
     std::fs::remove_dir_all(&out).ok();

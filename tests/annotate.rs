@@ -2,7 +2,7 @@
 //! keypoints lie on the task objects, and everything else in the file is unchanged. `glue eval --keypoint-seed`
 //! extracts and tracks the keypoints as `glue annotate --seed` does; `glue eval --force-visible` overrides the flags,
 //! `glue eval --unlit-encoder` shows one encoder the frame without the lighting variant's lights, and
-//! `glue eval --zero-key-patches` zeroes GLUE's key patches and nothing else.
+//! `glue eval --key-patches zeroed|first-frame` changes GLUE's key patches and nothing else.
 
 use std::path::PathBuf;
 
@@ -140,23 +140,29 @@ fn eval_unlit_encoder_shows_one_encoder_the_unlit_frame() {
     assert!(err.contains("--variant lighting"), "{err}");
 }
 
-/// `glue eval --zero-key-patches` (the key-patch intervention): on one push-button episode the tracker's keypoints
-/// of the first tick (flags included; the ticks before the actions part) are the same with and without it, the
-/// policy's actions are not (so the zeroed patches reach the policy), and eval.json names it; the graph refuses it.
+/// `glue eval --key-patches` (the key-patch interventions): on one push-button episode the tracker's keypoints of
+/// the first tick (flags included; the ticks before the actions part) are the same whatever the key patches hold;
+/// `first-frame` acts as `live` until the first chunk has run out (its first frame's patches are the live ones)
+/// and differently after; `zeroed` differs from both; eval.json names the choice; the graph refuses it.
 #[test]
-fn eval_zero_key_patches_changes_the_actions_not_the_tracks() {
-    let run = |name: &str, extra: &[&str]| {
-        let (report, ticks) = eval_one_recorded(&format!("zero-key-patches-{name}"), "clutter", extra);
-        let actions: Vec<u32> = ticks.iter().flat_map(|t| t.action.to_array()).map(f32::to_bits).collect();
-        (report["zero_key_patches"].as_bool(), ticks[0].keypoints.clone().unwrap().points, actions)
+fn eval_key_patches_change_the_actions_not_the_tracks() {
+    let run = |patches: &str| {
+        let (report, ticks) = eval_one_recorded(&format!("key-patches-{patches}"), "clutter", &["--key-patches", patches]);
+        let actions: Vec<[u32; 8]> = ticks.iter().map(|t| t.action.to_array().map(f32::to_bits)).collect();
+        (report["key_patches"].as_str().map(String::from), ticks[0].keypoints.clone().unwrap().points, actions)
     };
-    let (named, tracked, actions) = run("off", &[]);
+    let (named, tracked, live) = run("live");
     assert_eq!(named, None, "eval.json names the option only when set");
-    let (named, zeroed_tracked, zeroed_actions) = run("on", &["--zero-key-patches"]);
-    assert_eq!(named, Some(true));
+    assert!(tracked.iter().any(|p| p[2] == 1.0), "some keypoint is visible, so its key patch is an input");
+    let (named, zeroed_tracked, zeroed) = run("zeroed");
+    assert_eq!(named.as_deref(), Some("zeroed"));
     assert_eq!(zeroed_tracked, tracked, "the recording keeps the tracker's keypoints and flags");
-    assert!(tracked.iter().any(|p| p[2] == 1.0), "some keypoint is visible, so zeroing its patch changes the input");
-    assert_ne!(zeroed_actions, actions, "zeroing the key patches changed nothing the policy did");
-    let err = eval_refused(&["--zero-key-patches", "--dataflow"]);
-    assert!(err.contains("--zero-key-patches is in-process only"), "{err}");
+    assert_ne!(zeroed[0], live[0], "zeroing the key patches changed nothing the policy did");
+    let (named, first_tracked, first_frame) = run("first-frame");
+    assert_eq!(named.as_deref(), Some("first-frame"));
+    assert_eq!(first_tracked, tracked);
+    assert_eq!(first_frame[..8], live[..8], "the first chunk is planned from the first frame: the same actions");
+    assert_ne!(first_frame, live, "holding the first frame's key patches changed nothing the policy did");
+    let err = eval_refused(&["--key-patches", "zeroed", "--dataflow"]);
+    assert!(err.contains("--key-patches is in-process only"), "{err}");
 }

@@ -161,7 +161,7 @@ fn graph_matches_eval(
         object_pose_error: 0.0,
         force_visible: None,
         unlit_encoder: None,
-        zero_key_patches: false,
+        key_patches: glue::eval::KeyPatches::Live,
     };
     let setup = glue::eval::DataflowSetup { graph: root().join("dataflow.sim.yml"), dora: dora(), binaries: root().join("target/release") };
     let graph_report = glue::eval::evaluate_in_dataflow(&config, &dir.join("graph"), &setup).unwrap();

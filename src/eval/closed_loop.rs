@@ -1,6 +1,7 @@
 //! The in-process closed loop of [`evaluate`]: episodes in lockstep, the per-episode work (simulation, grounding,
 //! tracking, acting) spread over the cores, one batched encoder pass and one batched DDIM run per control tick.
 
+use std::cell::OnceCell;
 use std::path::Path;
 use std::time::Instant;
 
@@ -11,11 +12,13 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::{
-    EpisodeResult, EvalConfig, EvalReport, ForceVisible, Keypoints, Latency, PoseError, StageTimes, UnlitEncoder,
+    EpisodeResult, EvalConfig, EvalReport, ForceVisible, KeyPatches, Keypoints, Latency, PoseError, StageTimes,
+    UnlitEncoder,
     video_name, write_report,
 };
 use crate::annotate::{EpisodeTracks, first_frame_keypoints_by_object};
 use crate::collect::{episode_info, tick};
+use crate::fusion::is_visible;
 use crate::keypoints::OracleGrounder;
 use crate::msg::ObjectPoses;
 use crate::policy::Policy;
@@ -84,8 +87,9 @@ fn check_options(config: &EvalConfig, policy: &Policy) -> Result<()> {
         ensure!(has, "--unlit-encoder {encoder:?}: the {} policy has no such encoder", kind.name());
     }
     ensure!(
-        !config.zero_key_patches || policy.config.policy.uses_key_patches(),
-        "--zero-key-patches: the {} policy has no key patches (GLUE's only)",
+        config.key_patches == KeyPatches::Live || policy.config.policy.uses_key_patches(),
+        "--key-patches {:?}: the {} policy has no key patches (GLUE's only)",
+        config.key_patches,
         policy.config.policy.name()
     );
     if let Some(ForceVisible::Object(n)) = config.force_visible {
@@ -98,6 +102,17 @@ fn check_options(config: &EvalConfig, policy: &Policy) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// [`KeyPatches::FirstFrame`]: the first frame's key features (`N x C` row-major), each keypoint's kept while the
+/// tracker shows it visible now and zeroed while hidden, as sec. III-C zeroes an occluded one.
+pub(super) fn first_frame_features(first: &[f32], keypoints: &[[f32; 3]]) -> Vec<f32> {
+    let width = first.len() / keypoints.len().max(1);
+    keypoints
+        .iter()
+        .zip(first.chunks(width.max(1)))
+        .flat_map(|(point, feature)| if is_visible(point) { feature.to_vec() } else { vec![0.0; feature.len()] })
+        .collect()
 }
 
 /// Milliseconds since `t`.
@@ -132,6 +147,8 @@ struct Episode {
     pose_error: PoseError,
     /// Per-episode work (sim, grounding, tracker), summed over the episode's ticks.
     times: StageTimes,
+    /// The key features of the episode's first frame, for [`KeyPatches::FirstFrame`].
+    first_key_features: OnceCell<Vec<f32>>,
 }
 
 impl Episode {
@@ -161,6 +178,7 @@ impl Episode {
             current: None,
             pose_error,
             times: StageTimes::default(),
+            first_key_features: OnceCell::new(),
         })
     }
 
@@ -331,14 +349,20 @@ impl Lockstep<'_> {
         };
         let images = seen_by(UnlitEncoder::Global);
         let keypoints: Vec<Vec<[f32; 3]>> = current.iter().map(|c| c.2.clone()).collect();
-        // --zero-key-patches: the key patches are selected as if every keypoint were occluded (features zeroed,
+        // --key-patches zeroed: the key patches are selected as if every keypoint were occluded (features zeroed,
         // cells kept); the frame keeps the tracker's flags and coordinates.
-        let patched: Vec<Vec<[f32; 3]>> = if config.zero_key_patches {
+        let patched: Vec<Vec<[f32; 3]>> = if config.key_patches == KeyPatches::Zeroed {
             keypoints.iter().map(|points| points.iter().map(|&[x, y, _]| [x, y, 0.0]).collect()).collect()
         } else {
             keypoints.clone()
         };
-        let features = policy.key_features_batch(&seen_by(UnlitEncoder::Local), &patched)?;
+        let mut features = policy.key_features_batch(&seen_by(UnlitEncoder::Local), &patched)?;
+        if let (KeyPatches::FirstFrame, Some(features)) = (config.key_patches, features.as_mut()) {
+            for ((now, e), points) in features.iter_mut().zip(active).zip(&keypoints) {
+                let first = e.first_key_features.get_or_init(|| now.clone());
+                *now = first_frame_features(first, points);
+            }
+        }
         let states: Vec<Vec<f32>> = current.iter().map(|c| c.0.robot_state.to_array().to_vec()).collect();
         let perceived: Vec<Vec<[f32; 7]>> = if policy.config.policy.uses_object_poses() {
             active.iter().zip(&current).map(|(e, c)| e.pose_error.apply(&c.3.poses)).collect()

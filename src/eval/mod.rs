@@ -83,10 +83,32 @@ pub struct EvalConfig {
     /// light ([`Sim::render_default_lighting`]) while everything else (the tracker, the other encoder, the
     /// recordings) sees the lit frame, so a lighting drop can be traced to one encoder.
     pub unlit_encoder: Option<UnlitEncoder>,
-    /// An intervention test for GLUE: every key patch's feature is zeroed, as sec. III-C zeroes an occluded
-    /// keypoint's ([`crate::fusion::select_key_patches`]), while the keypoints' cells (their positional
-    /// encodings), flags and coordinates stay as tracked. Recordings keep the tracker's keypoints.
-    pub zero_key_patches: bool,
+    /// An intervention test for GLUE: what its key patches hold ([`KeyPatches`]). Recordings keep the tracker's
+    /// keypoints.
+    pub key_patches: KeyPatches,
+}
+
+/// What GLUE's key patches hold in [`EvalConfig::key_patches`]. Whatever they hold, the keypoints' cells (their
+/// positional encodings), flags and coordinates stay as tracked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyPatches {
+    /// The frozen local encoder's features at the tracked keypoints on each tick, zeroed while hidden (sec. III-C).
+    #[default]
+    Live,
+    /// Every feature zeroed, as sec. III-C zeroes an occluded keypoint's ([`crate::fusion::select_key_patches`]):
+    /// nothing of what the local encoder sees reaches the policy.
+    Zeroed,
+    /// Each keypoint's feature from the episode's first frame, zeroed while the tracker flags it hidden: the
+    /// objects' appearance reaches the policy, not how it changes (the gripper closing in, the lights).
+    FirstFrame,
+}
+
+impl KeyPatches {
+    /// Leaves the default out of `eval.json`, as in every file written before the option.
+    fn is_live(&self) -> bool {
+        *self == Self::Live
+    }
 }
 
 /// Which encoder [`EvalConfig::unlit_encoder`] shows the unlit frame.
@@ -196,7 +218,7 @@ fn write_report(config: &EvalConfig, policy: &str, results: Vec<EpisodeResult>, 
         object_pose_error: config.object_pose_error,
         force_visible: config.force_visible,
         unlit_encoder: config.unlit_encoder,
-        zero_key_patches: config.zero_key_patches,
+        key_patches: config.key_patches,
         latency,
         per_episode: results,
     };

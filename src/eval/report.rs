@@ -6,7 +6,7 @@ use std::path::Path;
 use eyre::{Result, WrapErr, ensure};
 use serde::{Deserialize, Serialize};
 
-use super::{ForceVisible, Keypoints, UnlitEncoder};
+use super::{ForceVisible, KeyPatches, Keypoints, UnlitEncoder};
 
 /// Leaves [`EvalReport::object_pose_error`] out of `eval.json` when it is 0, as in every file written before it.
 fn is_zero(x: &f32) -> bool {
@@ -191,9 +191,9 @@ pub struct EvalReport {
     /// [`EvalConfig::unlit_encoder`] (absent: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unlit_encoder: Option<UnlitEncoder>,
-    /// [`EvalConfig::zero_key_patches`] (absent: false).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub zero_key_patches: bool,
+    /// [`EvalConfig::key_patches`] (absent: live).
+    #[serde(default, skip_serializing_if = "KeyPatches::is_live")]
+    pub key_patches: KeyPatches,
     pub latency: Latency,
     pub per_episode: Vec<EpisodeResult>,
 }

@@ -17,6 +17,16 @@ fn force_visible_sets_the_chosen_flags_only() {
     assert_eq!(json, r#"["all",{"object":1}]"#);
 }
 
+/// `--key-patches first-frame`: each keypoint keeps its first-frame feature while visible, a hidden one's is zero.
+#[test]
+fn first_frame_key_patches_are_zeroed_while_hidden() {
+    let first = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+    let now = [[10.0, 10.0, 1.0], [20.0, 20.0, 0.0], [30.0, 30.0, 0.9]];
+    assert_eq!(super::closed_loop::first_frame_features(&first, &now), [1.0, 2.0, 0.0, 0.0, 5.0, 6.0]);
+    let all_visible = [[0.0, 0.0, 1.0]; 3];
+    assert_eq!(super::closed_loop::first_frame_features(&first, &all_visible), first);
+}
+
 #[test]
 fn wilson_interval_matches_known_values() {
     // 8/10: (0.4902, 0.9433); 0/10: (0, 0.2775); 50/100: (0.4038, 0.5962).
@@ -95,7 +105,7 @@ fn failed_pick_and_place_episodes_are_sorted_by_stage() {
         object_pose_error: 0.0,
         force_visible: None,
         unlit_encoder: None,
-        zero_key_patches: false,
+        key_patches: KeyPatches::Live,
         latency: Latency::default(),
         per_episode: vec![
             episode(true, true, false, 0.01),
