@@ -88,8 +88,7 @@ fn check_options(config: &EvalConfig, policy: &Policy) -> Result<()> {
     }
     ensure!(
         config.key_patches == KeyPatches::Live || policy.config.policy.uses_key_patches(),
-        "--key-patches {:?}: the {} policy has no key patches (GLUE's only)",
-        config.key_patches,
+        "--key-patches: the {} policy has no key patches (GLUE's only), so only `live` applies",
         policy.config.policy.name()
     );
     if let Some(ForceVisible::Object(n)) = config.force_visible {
