@@ -350,12 +350,14 @@ impl Lockstep<'_> {
         let keypoints: Vec<Vec<[f32; 3]>> = current.iter().map(|c| c.2.clone()).collect();
         // --key-patches zeroed: the key patches are selected as if every keypoint were occluded (features zeroed,
         // cells kept); the frame keeps the tracker's flags and coordinates.
-        let patched: Vec<Vec<[f32; 3]>> = if config.key_patches == KeyPatches::Zeroed {
-            keypoints.iter().map(|points| points.iter().map(|&[x, y, _]| [x, y, 0.0]).collect()).collect()
+        let hidden: Vec<Vec<[f32; 3]>>;
+        let patched = if config.key_patches == KeyPatches::Zeroed {
+            hidden = keypoints.iter().map(|points| points.iter().map(|&[x, y, _]| [x, y, 0.0]).collect()).collect();
+            &hidden
         } else {
-            keypoints.clone()
+            &keypoints
         };
-        let mut features = policy.key_features_batch(&seen_by(UnlitEncoder::Local), &patched)?;
+        let mut features = policy.key_features_batch(&seen_by(UnlitEncoder::Local), patched)?;
         if let (KeyPatches::FirstFrame, Some(features)) = (config.key_patches, features.as_mut()) {
             for ((now, e), points) in features.iter_mut().zip(active).zip(&keypoints) {
                 let first = e.first_key_features.get_or_init(|| now.clone());
