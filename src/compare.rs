@@ -8,6 +8,11 @@
 //! When a side holds the evaluations of several training runs (distinct `checkpoint`s), the runs are also compared
 //! as the unit: each run's pooled success rate is one sample, and Welch's t-test (unequal variances, two-sided)
 //! asks whether the mean per-run rates differ; that test covers the variance between training seeds too.
+//!
+//! When the two sides evaluated the same scenes (each episode's task, condition and scene seed once per side, the
+//! same set on both), the episodes also pair by scene, and the exact McNemar test asks whether the scenes only one
+//! side solved lean to one side: the test for an intervention on one checkpoint (`glue eval --key-patches`,
+//! `--force-visible`, ...), whose episodes share their scenes and their sampling noise.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -53,6 +58,61 @@ pub fn two_proportion_z(a: Pooled, b: Pooled) -> (f64, f64) {
     }
     let z = (a.rate() - b.rate()) / se;
     (z, erfc(z.abs() / std::f64::consts::SQRT_2))
+}
+
+/// Two evaluations of the same scenes, episode by episode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Paired {
+    /// Scenes side a solved and side b did not.
+    pub a_only: usize,
+    /// Scenes side b solved and side a did not.
+    pub b_only: usize,
+    pub both: usize,
+    pub neither: usize,
+}
+
+impl Paired {
+    /// The episodes of `a` and `b` paired by scene (task, variant, strength, scene seed); `None` unless each scene
+    /// occurs once per side and both sides hold the same scenes.
+    pub fn of(a: &[EvalReport], b: &[EvalReport]) -> Option<Self> {
+        type Scene = (String, String, u32, u64);
+        let scenes = |side: &[EvalReport]| -> Option<BTreeMap<Scene, bool>> {
+            let mut map = BTreeMap::new();
+            for r in side {
+                for e in &r.per_episode {
+                    let scene = (r.task.clone(), r.variant.clone(), r.strength.to_bits(), e.seed);
+                    if map.insert(scene, e.success).is_some() {
+                        return None;
+                    }
+                }
+            }
+            Some(map)
+        };
+        let (sa, sb) = (scenes(a)?, scenes(b)?);
+        if sa.is_empty() || !sa.keys().eq(sb.keys()) {
+            return None;
+        }
+        let mut paired = Self { a_only: 0, b_only: 0, both: 0, neither: 0 };
+        for (x, y) in sa.values().zip(sb.values()) {
+            match (x, y) {
+                (true, false) => paired.a_only += 1,
+                (false, true) => paired.b_only += 1,
+                (true, true) => paired.both += 1,
+                (false, false) => paired.neither += 1,
+            }
+        }
+        Some(paired)
+    }
+
+    /// The exact McNemar test's two-sided p: twice the binomial(`a_only + b_only`, 1/2) tail at the smaller count,
+    /// at most 1.
+    pub fn mcnemar_exact(&self) -> f64 {
+        let n = self.a_only + self.b_only;
+        let k = self.a_only.min(self.b_only);
+        let ln_choose = |i: usize| ln_gamma(n as f64 + 1.0) - ln_gamma(i as f64 + 1.0) - ln_gamma((n - i) as f64 + 1.0);
+        let tail: f64 = (0..=k).map(|i| (ln_choose(i) - n as f64 * std::f64::consts::LN_2).exp()).sum();
+        (2.0 * tail).min(1.0)
+    }
 }
 
 /// Each training run's evaluations pooled, a run being one checkpoint (`eval.json`'s `checkpoint`), by path.
@@ -199,6 +259,18 @@ pub fn table(a: &[EvalReport], b: &[EvalReport]) -> Result<String> {
         "\na - b: {:+.1} points; two-proportion z-test (pooled variance): z = {z:.2}, two-sided p = {p:.4}",
         100.0 * (pa.rate() - pb.rate())
     )?;
+    if let Some(paired) = Paired::of(a, b) {
+        writeln!(
+            out,
+            "paired by scene ({} scenes): a only {}, b only {}, both {}, neither {}; exact McNemar two-sided p = {:.4}",
+            paired.a_only + paired.b_only + paired.both + paired.neither,
+            paired.a_only,
+            paired.b_only,
+            paired.both,
+            paired.neither,
+            paired.mcnemar_exact()
+        )?;
+    }
     let (runs_a, runs_b) = (runs(a), runs(b));
     if runs_a.len() > 1 || runs_b.len() > 1 {
         out.push_str("\n| side | run (checkpoint) | files | success | rate |\n|---|---|---|---|---|\n");
@@ -317,6 +389,54 @@ mod tests {
         assert!(out.contains(&line), "{out}");
         let single = table(&[eval("a0", 20)], &[eval("b0", 10)]).unwrap();
         assert!(!single.contains("training runs as the unit"), "one run per side: the episode test only\n{single}");
+    }
+
+    /// Reference values: 15 / 1 discordant pairs give 2 (1 + 16) / 2^16; 14 / 2 give 2 (1 + 16 + 120) / 2^16;
+    /// balanced or no discordant pairs give 1.
+    #[test]
+    fn mcnemar_matches_the_binomial_tail() {
+        let p = |a_only, b_only| Paired { a_only, b_only, both: 0, neither: 0 }.mcnemar_exact();
+        assert!((p(15, 1) - 34.0 / 65536.0).abs() < 1e-12, "{}", p(15, 1));
+        assert!((p(2, 14) - 274.0 / 65536.0).abs() < 1e-12, "{}", p(2, 14));
+        assert!((p(29, 0) - 2.0f64.powi(-28)).abs() < 1e-18, "{}", p(29, 0));
+        assert_eq!(p(3, 4), 1.0);
+        assert_eq!(p(0, 0), 1.0);
+    }
+
+    /// Episodes pair by scene seed within one cell, the McNemar line appears only then, and sides with other scenes
+    /// or a scene twice (two training runs on the same seeds) do not pair.
+    #[test]
+    fn evaluations_of_the_same_scenes_pair_by_seed() {
+        let eval = |outcomes: &[bool], seed_start: u64| {
+            let mut report = crate::report::tests::report("place-fruit", "glue", "none", 15, outcomes.iter().filter(|&&s| s).count());
+            report.episodes = outcomes.len();
+            report.per_episode = outcomes
+                .iter()
+                .enumerate()
+                .map(|(i, &success)| crate::eval::EpisodeResult {
+                    seed: seed_start + i as u64,
+                    success,
+                    ticks: 1,
+                    invalid_actions: 0,
+                    grasped: None,
+                    held_at_end: None,
+                    place_error_m: None,
+                    first_close: None,
+                    first_close_m: None,
+                })
+                .collect();
+            report
+        };
+        let a = eval(&[true, true, false, true, false], 1000);
+        let b = eval(&[false, true, true, false, false], 1000);
+        let paired = Paired::of(std::slice::from_ref(&a), std::slice::from_ref(&b)).unwrap();
+        assert_eq!(paired, Paired { a_only: 2, b_only: 1, both: 1, neither: 1 });
+        let out = table(std::slice::from_ref(&a), std::slice::from_ref(&b)).unwrap();
+        assert!(out.contains("paired by scene (5 scenes): a only 2, b only 1, both 1, neither 1; exact McNemar two-sided p = 1.0000"), "{out}");
+        let other_seeds = eval(&[false, true, true, false, false], 2000);
+        assert_eq!(Paired::of(std::slice::from_ref(&a), std::slice::from_ref(&other_seeds)), None);
+        assert!(!table(std::slice::from_ref(&a), &[other_seeds]).unwrap().contains("paired"));
+        assert_eq!(Paired::of(&[a.clone(), a.clone()], &[b.clone(), b.clone()]), None, "a scene twice on a side");
     }
 
     #[test]

@@ -224,7 +224,7 @@ pub(crate) mod tests {
             object_pose_error: 0.0,
             force_visible: None,
             unlit_encoder: None,
-        key_patches: crate::eval::KeyPatches::Live,
+            key_patches: crate::eval::KeyPatches::Live,
             latency: Latency::default(),
             per_episode: Vec::new(),
         }

@@ -88,6 +88,36 @@ fn eval_one_recorded(tag: &str, variant: &str, extra: &[&str]) -> (serde_json::V
     (report, ticks)
 }
 
+/// `glue eval --key-patches swapped` on one place-fruit episode (the shipped checkpoint): the fruit's and the
+/// plate's key patches trade places, so the policy acts differently from `live` on the same scene from its first
+/// chunk, the recordings keep the tracker's keypoints, and eval.json names the intervention and the object the
+/// gripper first closed over.
+#[test]
+fn eval_swapped_key_patches_trade_the_objects_appearance() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let run = |patches: &str| {
+        let dir = std::env::temp_dir().join(format!("glue-eval-swapped-{patches}-{}", std::process::id()));
+        let args = ["eval", "--checkpoint", "checkpoints/place-fruit-glue-small", "--task", "place-fruit", "--episodes", "1", "--seed-start", "1000", "--record", "--key-patches", patches];
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_glue")).args(args).arg("--out").arg(&dir).current_dir(&root).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("eval.json")).unwrap()).unwrap();
+        let recorded = std::fs::read_dir(dir.join("episodes")).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|x| x == "arrow")).unwrap();
+        let ticks = read_episode(&recorded).unwrap().ticks;
+        std::fs::remove_dir_all(&dir).unwrap();
+        let actions: Vec<[u32; 8]> = ticks.iter().map(|t| t.action.to_array().map(f32::to_bits)).collect();
+        (report, ticks[0].keypoints.clone().unwrap().points, actions)
+    };
+    let (live_report, tracked, live) = run("live");
+    let (report, swapped_tracked, swapped) = run("swapped");
+    assert_eq!(report["key_patches"], "swapped");
+    assert_eq!(swapped_tracked, tracked, "the recording keeps the tracker's keypoints and flags");
+    assert_ne!(swapped[0], live[0], "trading the objects' key patches changed nothing the policy did");
+    for r in [&live_report, &report] {
+        let first = &r["per_episode"][0]["first_close"];
+        assert!(first.is_null() || first == "fruit" || first == "plate", "first_close names a task object: {first}");
+    }
+}
+
 /// The error of a push-button `glue eval` that must be refused before it runs (`extra` holds the bad option).
 fn eval_refused(extra: &[&str]) -> String {
     let args = ["eval", "--checkpoint", "checkpoints/push-button-glue-small", "--task", "push-button", "--episodes", "1", "--out", "/tmp/never"];
@@ -165,4 +195,6 @@ fn eval_key_patches_change_the_actions_not_the_tracks() {
     assert_ne!(first_frame, live, "holding the first frame's key patches changed nothing the policy did");
     let err = eval_refused(&["--key-patches", "zeroed", "--dataflow"]);
     assert!(err.contains("--key-patches is in-process only"), "{err}");
+    let err = eval_refused(&["--key-patches", "swapped"]);
+    assert!(err.contains("--key-patches swapped") && err.contains("two or more text queries"), "{err}");
 }

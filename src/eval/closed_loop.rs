@@ -91,6 +91,16 @@ fn check_options(config: &EvalConfig, policy: &Policy) -> Result<()> {
         "--key-patches: the {} policy has no key patches (GLUE's only), so only `live` applies",
         policy.config.policy.name()
     );
+    if config.key_patches == KeyPatches::Swapped {
+        let queries = config.task.text_query();
+        ensure!(
+            queries.len() >= 2 && config.keypoints == Keypoints::Tracker,
+            "--key-patches swapped trades the key patches between objects: expected a task with two or more text queries (stack-block, place-fruit) and --keypoints tracker, got {} ({} query) with --keypoints {:?}",
+            config.task.name(),
+            queries.len(),
+            config.keypoints
+        );
+    }
     if let Some(ForceVisible::Object(n)) = config.force_visible {
         let queries = config.task.text_query();
         ensure!(
@@ -112,6 +122,41 @@ pub(super) fn first_frame_features(first: &[f32], keypoints: &[[f32; 3]]) -> Vec
         .zip(first.chunks(width.max(1)))
         .flat_map(|(point, feature)| if is_visible(point) { feature.to_vec() } else { vec![0.0; feature.len()] })
         .collect()
+}
+
+/// [`KeyPatches::Swapped`]: `live` (`N x C` row-major, one row per keypoint) with each object's rows taken from
+/// the next object's, keypoint `j` of object `q` from keypoint `j mod n` of the `n` of the next object in query
+/// order (cyclically); a keypoint grounding gave no object keeps its row; a row is zeroed while its own keypoint is
+/// hidden, as sec. III-C zeroes an occluded one.
+pub(super) fn swapped_features(live: &[f32], keypoints: &[[f32; 3]], objects: &[Option<usize>]) -> Result<Vec<f32>> {
+    ensure!(
+        objects.len() == keypoints.len() && live.len() % keypoints.len().max(1) == 0,
+        "swapped key patches: {} keypoints, {} object labels and {} feature values (expected N labels and N x C values)",
+        keypoints.len(),
+        objects.len(),
+        live.len()
+    );
+    let width = live.len() / keypoints.len().max(1);
+    let mut members: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
+    for (i, object) in objects.iter().enumerate() {
+        if let Some(q) = object {
+            members.entry(*q).or_default().push(i);
+        }
+    }
+    ensure!(members.len() >= 2, "swapped key patches: keypoints on {} object(s), expected two or more to trade between", members.len());
+    let order: Vec<usize> = members.keys().copied().collect();
+    let mut donor: Vec<usize> = (0..keypoints.len()).collect();
+    for (k, q) in order.iter().enumerate() {
+        let next = &members[&order[(k + 1) % order.len()]];
+        for (j, &i) in members[q].iter().enumerate() {
+            donor[i] = next[j % next.len()];
+        }
+    }
+    Ok(keypoints
+        .iter()
+        .zip(donor)
+        .flat_map(|(point, d)| if is_visible(point) { live[d * width..(d + 1) * width].to_vec() } else { vec![0.0; width] })
+        .collect())
 }
 
 /// Milliseconds since `t`.
@@ -358,11 +403,19 @@ impl Lockstep<'_> {
             &keypoints
         };
         let mut features = policy.key_features_batch(&seen_by(UnlitEncoder::Local), patched)?;
-        if let (KeyPatches::FirstFrame, Some(features)) = (config.key_patches, features.as_mut()) {
-            for ((now, e), points) in features.iter_mut().zip(active).zip(&keypoints) {
-                let first = e.first_key_features.get_or_init(|| now.clone());
-                *now = first_frame_features(first, points);
+        match (config.key_patches, features.as_mut()) {
+            (KeyPatches::FirstFrame, Some(features)) => {
+                for ((now, e), points) in features.iter_mut().zip(active).zip(&keypoints) {
+                    let first = e.first_key_features.get_or_init(|| now.clone());
+                    *now = first_frame_features(first, points);
+                }
             }
+            (KeyPatches::Swapped, Some(features)) => {
+                for ((now, e), points) in features.iter_mut().zip(active).zip(&keypoints) {
+                    *now = swapped_features(now, points, &e.objects)?;
+                }
+            }
+            _ => {}
         }
         let states: Vec<Vec<f32>> = current.iter().map(|c| c.0.robot_state.to_array().to_vec()).collect();
         let perceived: Vec<Vec<[f32; 7]>> = if policy.config.policy.uses_object_poses() {

@@ -16,8 +16,9 @@ pub fn sim_outcome_line(episode: u64, sim: &crate::sim::Sim) -> String {
     let grasped = sim.grasped_carried().map(|g| format!(" grasped={g}")).unwrap_or_default();
     let held = sim.holding_carried().map(|h| format!(" held_at_end={h}")).unwrap_or_default();
     let error = sim.place_error().map(|d| format!(" place_error_m={d}")).unwrap_or_default();
+    let first_close = sim.first_close().map(|(name, d)| format!(" first_close=\"{name}\" first_close_m={d}")).unwrap_or_default();
     format!(
-        "sim: episode {episode} ({}, seed {}, {}) success={}{grasped}{held}{error} after {} ticks",
+        "sim: episode {episode} ({}, seed {}, {}) success={}{grasped}{held}{error}{first_close} after {} ticks",
         spec.task,
         spec.seed,
         spec.condition.variant.name(),
@@ -26,9 +27,18 @@ pub fn sim_outcome_line(episode: u64, sim: &crate::sim::Sim) -> String {
     )
 }
 
-/// The pick-and-place stage of `episode` from the sim node's log lines ([`sim_outcome_line`]): `grasped`,
-/// `held_at_end` and `place_error_m`.
-pub(super) fn logged_place_stage(lines: &[String], episode: u64) -> Result<(bool, bool, f32)> {
+/// A pick-and-place episode's stage as the sim node logs it: [`EpisodeResult`]'s fields of the same names.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct PlaceStage {
+    pub grasped: bool,
+    pub held_at_end: bool,
+    pub place_error_m: f32,
+    pub first_close: Option<String>,
+    pub first_close_m: Option<f32>,
+}
+
+/// The pick-and-place stage of `episode` from the sim node's log lines ([`sim_outcome_line`]).
+pub(super) fn logged_place_stage(lines: &[String], episode: u64) -> Result<PlaceStage> {
     let prefix = format!("sim: episode {episode} (");
     let line = lines.iter().find(|l| l.starts_with(&prefix));
     let field = |key: &str| -> Result<&str> {
@@ -43,7 +53,22 @@ pub(super) fn logged_place_stage(lines: &[String], episode: u64) -> Result<(bool
     let error = field("place_error_m")?;
     let error: f32 = error.parse().wrap_err_with(|| format!("sim node: bad place_error_m={error} for episode {episode}, expected metres"))?;
     ensure!(error.is_finite() && error >= 0.0, "sim node: place_error_m={error} for episode {episode}, expected a finite distance >= 0");
-    Ok((flag("grasped")?, flag("held_at_end")?, error))
+    // Object names hold spaces: the value is quoted, and absent while the gripper never closed.
+    let first_close = line
+        .and_then(|l| l.split_once(" first_close=\""))
+        .map(|(_, rest)| rest.split_once('"').map(|(name, _)| name.to_string()))
+        .map(|name| name.ok_or_else(|| eyre::eyre!("sim node: unterminated first_close=\"... for episode {episode}")))
+        .transpose()?;
+    let first_close_m = match first_close {
+        Some(_) => {
+            let d = field("first_close_m")?;
+            let d: f32 = d.parse().wrap_err_with(|| format!("sim node: bad first_close_m={d} for episode {episode}, expected metres"))?;
+            ensure!(d.is_finite() && d >= 0.0, "sim node: first_close_m={d} for episode {episode}, expected a finite distance >= 0");
+            Some(d)
+        }
+        None => None,
+    };
+    Ok(PlaceStage { grasped: flag("grasped")?, held_at_end: flag("held_at_end")?, place_error_m: error, first_close, first_close_m })
 }
 
 /// What `glue eval --dataflow` runs.
@@ -134,7 +159,7 @@ pub fn evaluate_in_dataflow(config: &EvalConfig, out: &Path, setup: &DataflowSet
         let prefix = format!("policy: episode {episode} frame ");
         messages.get("policy").map_or(0, |m| m.iter().filter(|l| l.starts_with(&prefix)).count() as u32)
     };
-    let place_stage = |episode: u64| -> Result<Option<(bool, bool, f32)>> {
+    let place_stage = |episode: u64| -> Result<Option<PlaceStage>> {
         if config.task.carried_object().is_none() {
             return Ok(None);
         }
@@ -150,9 +175,11 @@ pub fn evaluate_in_dataflow(config: &EvalConfig, out: &Path, setup: &DataflowSet
             success: episode.success,
             ticks: episode.ticks.len() as u32,
             invalid_actions: holds(episode.info.episode),
-            grasped: stage.map(|s| s.0),
-            held_at_end: stage.map(|s| s.1),
-            place_error_m: stage.map(|s| s.2),
+            grasped: stage.as_ref().map(|s| s.grasped),
+            held_at_end: stage.as_ref().map(|s| s.held_at_end),
+            place_error_m: stage.as_ref().map(|s| s.place_error_m),
+            first_close_m: stage.as_ref().and_then(|s| s.first_close_m),
+            first_close: stage.and_then(|s| s.first_close),
         };
         eprintln!("episode {} (seed {}): {} in {} ticks", episode.info.episode, result.seed, if result.success { "success" } else { "failure" }, result.ticks);
         if let Some(dir) = &config.video {

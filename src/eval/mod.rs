@@ -102,6 +102,12 @@ pub enum KeyPatches {
     /// Each keypoint's feature from the episode's first frame, zeroed while the tracker flags it hidden: the
     /// objects' appearance reaches the policy, not how it changes (the gripper closing in, the lights).
     FirstFrame,
+    /// Each object's keypoints carry the live features of the next object's keypoints (the `j`-th of object `q`
+    /// takes the `j mod n`-th of object `q + 1`'s `n`, cyclically over the task's text queries), zeroed while
+    /// the receiving keypoint is hidden: on a two-object task the two objects' appearances trade places, so a
+    /// policy that reads which object is where from its key patches reaches for the other one. Tasks with two or
+    /// more text queries, tracked keypoints only.
+    Swapped,
 }
 
 impl KeyPatches {

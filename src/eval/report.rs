@@ -38,6 +38,13 @@ pub struct EpisodeResult {
     /// [`crate::sim::task::TaskKind::place_target`]'s tolerance).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub place_error_m: Option<f32>,
+    /// Pick-and-place tasks: the task object nearest the TCP when the gripper was first commanded closed, the
+    /// object of the first grasp attempt ([`crate::sim::Sim::first_close`]); absent if it never closed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_close: Option<String>,
+    /// The TCP's horizontal distance from that object's centre then, m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_close_m: Option<f32>,
 }
 
 impl EpisodeResult {
@@ -51,6 +58,8 @@ impl EpisodeResult {
             grasped: sim.grasped_carried(),
             held_at_end: sim.holding_carried(),
             place_error_m: sim.place_error(),
+            first_close: sim.first_close().map(|(name, _)| name.to_string()),
+            first_close_m: sim.first_close().map(|(_, d)| d),
         }
     }
 }
@@ -219,6 +228,34 @@ impl EvalReport {
     pub fn grasps(&self) -> Option<usize> {
         let flags: Option<Vec<bool>> = self.per_episode.iter().map(|e| e.grasped).collect();
         flags.filter(|f| !f.is_empty()).map(|f| f.iter().filter(|&&g| g).count())
+    }
+
+    /// Pick-and-place tasks: where the episodes first closed the gripper ([`EpisodeResult::first_close`]): per
+    /// object, in name order, the count and the median horizontal distance from its centre (m; `None` for reports
+    /// written before the distance was recorded), then the count that never closed; `None` for push-button.
+    pub fn first_closes(&self) -> Option<(Vec<(String, usize, Option<f32>)>, usize)> {
+        if self.per_episode.is_empty() || self.per_episode.iter().any(|e| e.grasped.is_none()) {
+            return None;
+        }
+        let mut by_object = std::collections::BTreeMap::<&str, Vec<Option<f32>>>::new();
+        for e in &self.per_episode {
+            if let Some(name) = &e.first_close {
+                by_object.entry(name).or_default().push(e.first_close_m);
+            }
+        }
+        let objects = by_object
+            .into_iter()
+            .map(|(name, distances)| {
+                let median = distances.iter().copied().collect::<Option<Vec<f32>>>().map(|mut d| {
+                    d.sort_by(f32::total_cmp);
+                    let n = d.len();
+                    if n % 2 == 1 { d[n / 2] } else { 0.5 * (d[n / 2 - 1] + d[n / 2]) }
+                });
+                (name.to_string(), distances.len(), median)
+            })
+            .collect();
+        let never = self.per_episode.iter().filter(|e| e.first_close.is_none()).count();
+        Some((objects, never))
     }
 
     /// The stage each failed pick-and-place episode ended in; `None` for push-button and for reports written

@@ -27,6 +27,25 @@ fn first_frame_key_patches_are_zeroed_while_hidden() {
     assert_eq!(super::closed_loop::first_frame_features(&first, &all_visible), first);
 }
 
+/// `--key-patches swapped`: object 0's three keypoints take object 1's two features in turn and object 1's take
+/// object 0's first two; a keypoint with no object keeps its own; a hidden receiver is zeroed; one object is refused.
+#[test]
+fn swapped_key_patches_trade_features_between_objects() {
+    use super::closed_loop::swapped_features;
+    // Rows (C = 1): keypoints 0, 1, 4 on object 0; 2, 3 on object 1; 5 on none.
+    let live = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0];
+    let objects = [Some(0), Some(0), Some(1), Some(1), Some(0), None];
+    let visible = [[0.0, 0.0, 1.0]; 6];
+    assert_eq!(swapped_features(&live, &visible, &objects).unwrap(), [2.0, 3.0, 0.0, 1.0, 2.0, 5.0]);
+    let mut hidden = visible;
+    hidden[4][2] = 0.0;
+    assert_eq!(swapped_features(&live, &hidden, &objects).unwrap(), [2.0, 3.0, 0.0, 1.0, 0.0, 5.0]);
+    let err = swapped_features(&live, &visible, &[Some(0); 6]).unwrap_err().to_string();
+    assert!(err.contains("on 1 object"), "{err}");
+    let err = swapped_features(&live[..5], &visible, &objects).unwrap_err().to_string();
+    assert!(err.contains("6 keypoints") && err.contains("5 feature values"), "{err}");
+}
+
 #[test]
 fn wilson_interval_matches_known_values() {
     // 8/10: (0.4902, 0.9433); 0/10: (0, 0.2775); 50/100: (0.4038, 0.5962).
@@ -42,10 +61,11 @@ fn the_place_stage_is_read_back_from_the_sim_nodes_line() {
     let config = SimConfig { width: 16, height: 16, ..SimConfig::default() };
     let sim = Sim::new(&config, EpisodeSpec { task: TaskKind::PlaceFruit, seed: 4, condition: Condition::IN_DOMAIN });
     let lines = vec!["sim: something else".to_string(), sim_outcome_line(7, &sim)];
-    let (grasped, held, error) = logged_place_stage(&lines, 7).unwrap();
-    assert!(!grasped && !held);
-    assert_eq!(Some(error), sim.place_error(), "the distance must survive the log line exactly");
-    assert!(error > 0.1, "the fruit starts at least 17 cm from the plate's centre, read {error}");
+    let stage = logged_place_stage(&lines, 7).unwrap();
+    assert!(!stage.grasped && !stage.held_at_end);
+    assert_eq!(stage.first_close, None, "the gripper has not closed");
+    assert_eq!(Some(stage.place_error_m), sim.place_error(), "the distance must survive the log line exactly");
+    assert!(stage.place_error_m > 0.1, "the fruit starts at least 17 cm from the plate's centre, read {}", stage.place_error_m);
     let err = logged_place_stage(&lines, 8).unwrap_err().to_string();
     assert!(err.contains("episode 8"), "{err}");
     let line = "sim: episode 8 (place-fruit) success=false grasped=maybe held_at_end=false place_error_m=0.2 after 3 ticks";
@@ -54,6 +74,41 @@ fn the_place_stage_is_read_back_from_the_sim_nodes_line() {
     let line = "sim: episode 8 (place-fruit) success=false grasped=true held_at_end=false place_error_m=NaN after 3 ticks";
     let err = format!("{:#}", logged_place_stage(&[line.to_string()], 8).unwrap_err());
     assert!(err.contains("place_error_m=NaN"), "{err}");
+}
+
+/// [`crate::sim::Sim::first_close`] names the object under the gripper when it first closes, only the first close
+/// counts, and the name (with its space) survives the sim node's line.
+#[test]
+fn the_first_grasp_attempts_object_is_recorded_and_read_back() {
+    use crate::msg::{Action, GRIPPER_MAX};
+    use crate::sim::{EpisodeSpec, Sim, SimConfig};
+    let config = SimConfig { width: 16, height: 16, ..SimConfig::default() };
+    let mut sim = Sim::new(&config, EpisodeSpec { task: TaskKind::StackBlock, seed: 3, condition: Condition::IN_DOMAIN });
+    let poses = sim.object_poses();
+    let above = |name: &str| {
+        let p = poses.poses[poses.names.iter().position(|n| n == name).unwrap()];
+        [p[0], p[1], p[2] + 0.15]
+    };
+    let orientation = sim.robot_state().ee_orientation;
+    let drive = |sim: &mut Sim, name: &str, gripper: f32| {
+        for _ in 0..20 {
+            sim.step(&Action { position: above(name), orientation, gripper });
+        }
+    };
+    drive(&mut sim, "white block", GRIPPER_MAX);
+    drive(&mut sim, "blue block", GRIPPER_MAX);
+    assert_eq!(sim.first_close(), None, "an open gripper has not closed");
+    drive(&mut sim, "blue block", 0.0);
+    drive(&mut sim, "white block", 0.0);
+    let (name, distance) = sim.first_close().unwrap();
+    assert_eq!(name, "blue block", "the first close was over the blue block");
+    assert!(distance < 0.02, "the TCP was driven over the block's centre: {distance} m");
+    let stage = logged_place_stage(&[sim_outcome_line(2, &sim)], 2).unwrap();
+    assert_eq!(stage.first_close.as_deref(), Some("blue block"));
+    assert_eq!(stage.first_close_m, Some(distance), "the distance survives the log line exactly");
+    let line = "sim: episode 8 (stack-block) success=false grasped=false held_at_end=false place_error_m=0.2 first_close=\"blue after 3 ticks";
+    let err = format!("{:#}", logged_place_stage(&[line.to_string()], 8).unwrap_err());
+    assert!(err.contains("first_close"), "{err}");
 }
 
 /// The localisation error of `--object-pose-error`: per scene seed the same offsets (whatever else runs), their
@@ -85,6 +140,8 @@ fn failed_pick_and_place_episodes_are_sorted_by_stage() {
         grasped: Some(grasped),
         held_at_end: Some(held),
         place_error_m: Some(error),
+        first_close: None,
+        first_close_m: None,
     };
     let mut report = EvalReport {
         checkpoint: String::new(),
@@ -121,6 +178,12 @@ fn failed_pick_and_place_episodes_are_sorted_by_stage() {
     let expected = PlaceStages { episodes: 5, successes: 1, not_grasped: 1, still_held: 1, released_off: 2, median_place_error_grasped_m: Some(median) };
     assert_eq!(stages, expected);
     assert!(stages.summary().contains("2 released off target; median final distance to target after a grasp 6.0 cm"), "{}", stages.summary());
+    for (e, (name, d)) in report.per_episode.iter_mut().zip([("white block", 0.015625), ("blue block", 0.05), ("white block", 0.046875)]) {
+        e.first_close = Some(name.to_string());
+        e.first_close_m = Some(d);
+    }
+    let expected = (vec![("blue block".to_string(), 1, Some(0.05)), ("white block".to_string(), 2, Some(0.03125))], 2);
+    assert_eq!(report.first_closes(), Some(expected), "counted by object with the median distance, two never closed");
     // A report written before the stage fields existed has no breakdown rather than a wrong one.
     report.per_episode[3].held_at_end = None;
     assert_eq!(report.place_stages(), None);

@@ -97,7 +97,13 @@ pub struct Sim {
     frame: u32,
     /// Index of the task's carried object, and whether the gripper has held it at any tick so far.
     carried: Option<(usize, bool)>,
+    /// Pick-and-place tasks: the object nearest the TCP at the first tick the gripper was commanded closed, and
+    /// its horizontal distance, m ([`Sim::first_close`]).
+    first_close: Option<(usize, f32)>,
 }
+
+/// A gripper command below this width (m, half the Franka hand's opening) counts as closing in [`Sim::first_close`].
+const CLOSING_WIDTH: f32 = 0.5 * franka::GRIPPER_MAX_WIDTH as f32;
 
 /// The fixed third-person camera, looking at the workspace from the front right like the paper's RealSense.
 pub fn default_camera(width: u32, height: u32) -> Camera {
@@ -169,7 +175,7 @@ impl Sim {
             let index = objects.iter().position(|o| o.name == name).unwrap_or_else(|| panic!("task layout has no `{name}`"));
             (index, false)
         });
-        Sim { config: config.clone(), spec, objects, physics, camera, disturbance, renderer: Renderer::new(), oracle, frame: 0, carried }
+        Sim { config: config.clone(), spec, objects, physics, camera, disturbance, renderer: Renderer::new(), oracle, frame: 0, carried, first_close: None }
     }
 
     pub fn spec(&self) -> &EpisodeSpec {
@@ -284,6 +290,22 @@ impl Sim {
         if let Some((index, held)) = &mut self.carried {
             *held |= self.physics.grasped() == Some(*index);
         }
+        if self.carried.is_some() && self.first_close.is_none() && action.gripper < CLOSING_WIDTH {
+            self.first_close = self.nearest_object(Vec3::from(self.robot_state().ee_position));
+        }
+    }
+
+    /// The task object whose centre is horizontally nearest `point`, and that distance (m).
+    fn nearest_object(&self, point: Vec3) -> Option<(usize, f32)> {
+        let distance = |pose: &Pose| (pose.translation.truncate() - point.truncate()).length();
+        self.physics.object_poses().iter().map(distance).enumerate().min_by(|a, b| a.1.total_cmp(&b.1))
+    }
+
+    /// Pick-and-place tasks: the name of the task object whose centre is horizontally nearest the TCP at the first
+    /// tick the gripper was commanded closed (below half its opening), and that distance (m): where the policy's
+    /// first grasp attempt went. `None` for a task that carries nothing and while the gripper has not closed.
+    pub fn first_close(&self) -> Option<(&'static str, f32)> {
+        self.first_close.map(|(i, d)| (self.objects[i].name, d))
     }
 
     /// Whether the gripper has held the task's carried object ([`TaskKind::carried_object`]) at any tick of the
