@@ -256,19 +256,20 @@ pub fn table(a: &[EvalReport], b: &[EvalReport]) -> Result<String> {
     let (z, p) = two_proportion_z(pa, pb);
     writeln!(
         out,
-        "\na - b: {:+.1} points; two-proportion z-test (pooled variance): z = {z:.2}, two-sided p = {p:.4}",
-        100.0 * (pa.rate() - pb.rate())
+        "\na - b: {:+.1} points; two-proportion z-test (pooled variance): z = {z:.2}, two-sided p = {}",
+        100.0 * (pa.rate() - pb.rate()),
+        p_value(p)
     )?;
     if let Some(paired) = Paired::of(a, b) {
         writeln!(
             out,
-            "paired by scene ({} scenes): a only {}, b only {}, both {}, neither {}; exact McNemar two-sided p = {:.4}",
+            "paired by scene ({} scenes): a only {}, b only {}, both {}, neither {}; exact McNemar two-sided p = {}",
             paired.a_only + paired.b_only + paired.both + paired.neither,
             paired.a_only,
             paired.b_only,
             paired.both,
             paired.neither,
-            paired.mcnemar_exact()
+            p_value(paired.mcnemar_exact())
         )?;
     }
     let (runs_a, runs_b) = (runs(a), runs(b));
@@ -290,12 +291,17 @@ pub fn table(a: &[EvalReport], b: &[EvalReport]) -> Result<String> {
         write!(out, "\ntraining runs as the unit: a {}, b {}; ", side(&ra), side(&rb))?;
         match welch_t(&ra, &rb) {
             Some((t, df, p)) => {
-                writeln!(out, "Welch's t-test on the per-run rates: t = {t:.2}, df = {df:.1}, two-sided p = {p:.4}")?
+                writeln!(out, "Welch's t-test on the per-run rates: t = {t:.2}, df = {df:.1}, two-sided p = {}", p_value(p))?
             }
             None => writeln!(out, "no test (it needs at least two runs per side, and some spread between them)")?,
         }
     }
     Ok(out)
+}
+
+/// A p-value to four decimals, or in scientific notation below 10^-4 (where four decimals would print 0).
+fn p_value(p: f64) -> String {
+    if p < 1e-4 { format!("{p:.1e}") } else { format!("{p:.4}") }
 }
 
 fn distinct(reports: &[EvalReport], field: impl Fn(&EvalReport) -> &String) -> String {
@@ -401,6 +407,8 @@ mod tests {
         assert!((p(29, 0) - 2.0f64.powi(-28)).abs() < 1e-18, "{}", p(29, 0));
         assert_eq!(p(3, 4), 1.0);
         assert_eq!(p(0, 0), 1.0);
+        assert_eq!(p_value(p(23, 0)), "2.4e-7", "a tiny p is not printed as 0");
+        assert_eq!(p_value(0.0042), "0.0042");
     }
 
     /// Episodes pair by scene seed within one cell, the McNemar line appears only then, and sides with other scenes
