@@ -453,15 +453,8 @@ fn eval(args: EvalArgs) -> eyre::Result<()> {
     if let Some(stages) = report.place_stages() {
         println!("{}", stages.summary());
     }
-    if let Some((objects, never)) = report.first_closes() {
-        let objects: Vec<String> = objects
-            .iter()
-            .map(|(name, n, median)| match median {
-                Some(m) => format!("{name} {n} (median {:.1} cm from its centre)", 100.0 * m),
-                None => format!("{name} {n}"),
-            })
-            .collect();
-        println!("first closed the gripper nearest: {}, never closed {never}", objects.join(", "));
+    if let Some(closes) = report.first_closes() {
+        println!("{}", closes.summary());
     }
     Ok(())
 }

@@ -26,7 +26,7 @@ use crate::sim::task::TaskKind;
 
 pub use closed_loop::evaluate;
 pub use dataflow::{DataflowSetup, evaluate_in_dataflow, sim_outcome_line};
-pub use report::{EpisodeResult, EvalReport, Latency, PlaceStages, StageTimes, wilson_95};
+pub use report::{EpisodeResult, EvalReport, FirstCloses, Latency, PlaceStages, StageTimes, wilson_95};
 
 
 /// Where GLUE's keypoints come from in the loop.

@@ -90,6 +90,31 @@ impl PlaceStages {
     }
 }
 
+/// Where the episodes of a pick-and-place evaluation first closed the gripper ([`EvalReport::first_closes`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct FirstCloses {
+    /// Per task object, in name order: the episodes that first closed nearest it, and the median horizontal
+    /// distance of the TCP from its centre then (m; `None` for reports written before the distance was recorded).
+    pub objects: Vec<(String, usize, Option<f32>)>,
+    /// Episodes that never closed the gripper.
+    pub never: usize,
+}
+
+impl FirstCloses {
+    /// One line for the console and the docs.
+    pub fn summary(&self) -> String {
+        let objects: Vec<String> = self
+            .objects
+            .iter()
+            .map(|(name, n, median)| match median {
+                Some(m) => format!("{name} {n} (median {:.1} cm from its centre)", 100.0 * m),
+                None => format!("{name} {n}"),
+            })
+            .collect();
+        format!("first closed the gripper nearest: {}, never closed {}", objects.join(", "), self.never)
+    }
+}
+
 /// Latency of the policy, ms.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Latency {
@@ -230,10 +255,9 @@ impl EvalReport {
         flags.filter(|f| !f.is_empty()).map(|f| f.iter().filter(|&&g| g).count())
     }
 
-    /// Pick-and-place tasks: where the episodes first closed the gripper ([`EpisodeResult::first_close`]): per
-    /// object, in name order, the count and the median horizontal distance from its centre (m; `None` for reports
-    /// written before the distance was recorded), then the count that never closed; `None` for push-button.
-    pub fn first_closes(&self) -> Option<(Vec<(String, usize, Option<f32>)>, usize)> {
+    /// Pick-and-place tasks: where the episodes first closed the gripper ([`EpisodeResult::first_close`]); `None`
+    /// for push-button.
+    pub fn first_closes(&self) -> Option<FirstCloses> {
         if self.per_episode.is_empty() || self.per_episode.iter().any(|e| e.grasped.is_none()) {
             return None;
         }
@@ -255,7 +279,7 @@ impl EvalReport {
             })
             .collect();
         let never = self.per_episode.iter().filter(|e| e.first_close.is_none()).count();
-        Some((objects, never))
+        Some(FirstCloses { objects, never })
     }
 
     /// The stage each failed pick-and-place episode ended in; `None` for push-button and for reports written

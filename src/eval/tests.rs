@@ -182,8 +182,11 @@ fn failed_pick_and_place_episodes_are_sorted_by_stage() {
         e.first_close = Some(name.to_string());
         e.first_close_m = Some(d);
     }
-    let expected = (vec![("blue block".to_string(), 1, Some(0.05)), ("white block".to_string(), 2, Some(0.03125))], 2);
-    assert_eq!(report.first_closes(), Some(expected), "counted by object with the median distance, two never closed");
+    let expected = FirstCloses { objects: vec![("blue block".to_string(), 1, Some(0.05)), ("white block".to_string(), 2, Some(0.03125))], never: 2 };
+    let closes = report.first_closes().unwrap();
+    assert_eq!(closes, expected, "counted by object with the median distance, two never closed");
+    let line = "first closed the gripper nearest: blue block 1 (median 5.0 cm from its centre), white block 2 (median 3.1 cm from its centre), never closed 2";
+    assert_eq!(closes.summary(), line);
     // A report written before the stage fields existed has no breakdown rather than a wrong one.
     report.per_episode[3].held_at_end = None;
     assert_eq!(report.place_stages(), None);
