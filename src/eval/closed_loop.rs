@@ -94,11 +94,13 @@ fn check_options(config: &EvalConfig, policy: &Policy) -> Result<()> {
     if config.key_patches == KeyPatches::Swapped {
         let queries = config.task.text_query();
         ensure!(
-            queries.len() >= 2 && config.keypoints == Keypoints::Tracker,
-            "--key-patches swapped trades the key patches between objects: expected a task with two or more text queries (stack-block, place-fruit) and --keypoints tracker, got {} ({} query) with --keypoints {:?}",
-            config.task.name(),
-            queries.len(),
-            config.keypoints
+            queries.len() >= 2,
+            "--key-patches swapped trades the key patches between objects: expected a task with two or more text queries (stack-block, place-fruit), got {} with {queries:?}",
+            config.task.name()
+        );
+        ensure!(
+            config.keypoints == Keypoints::Tracker,
+            "--key-patches swapped needs grounding's object of each keypoint, which --keypoints oracle does not give: use --keypoints tracker (the default)"
         );
     }
     if let Some(ForceVisible::Object(n)) = config.force_visible {
