@@ -30,6 +30,7 @@ pub mod recording;
 pub mod report;
 pub mod resnet;
 pub mod sim;
+pub mod stats;
 pub mod teleop;
 pub mod track;
 pub mod train;

@@ -76,9 +76,17 @@ fn annotate_fills_the_keypoints_column_and_keeps_the_rest() {
 /// Runs `glue eval` on one push-button episode of held-out seed 1000 under `variant` (strength 0.5) with
 /// `--record` and `extra`; returns eval.json and the recorded episode's ticks (the output folder is removed).
 fn eval_one_recorded(tag: &str, variant: &str, extra: &[&str]) -> (serde_json::Value, Vec<glue::recording::Tick>) {
+    let condition = ["--variant", variant, "--strength", "0.5"];
+    eval_one_recorded_on("push-button", tag, &[&condition, extra].concat())
+}
+
+/// Runs `glue eval` with the shipped `task` checkpoint on one in-domain episode of held-out seed 1000 with
+/// `--record` and `extra`; returns eval.json and the recorded episode's ticks (the output folder is removed).
+fn eval_one_recorded_on(task: &str, tag: &str, extra: &[&str]) -> (serde_json::Value, Vec<glue::recording::Tick>) {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let dir = std::env::temp_dir().join(format!("glue-eval-{tag}-{}", std::process::id()));
-    let args = ["eval", "--checkpoint", "checkpoints/push-button-glue-small", "--task", "push-button", "--variant", variant, "--strength", "0.5", "--episodes", "1", "--seed-start", "1000", "--record"];
+    let checkpoint = format!("checkpoints/{task}-glue-small");
+    let args = ["eval", "--checkpoint", &checkpoint, "--task", task, "--episodes", "1", "--seed-start", "1000", "--record"];
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_glue")).args(args).args(extra).arg("--out").arg(&dir).current_dir(&root).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("eval.json")).unwrap()).unwrap();
@@ -94,16 +102,8 @@ fn eval_one_recorded(tag: &str, variant: &str, extra: &[&str]) -> (serde_json::V
 /// gripper first closed over.
 #[test]
 fn eval_swapped_key_patches_trade_the_objects_appearance() {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let run = |patches: &str| {
-        let dir = std::env::temp_dir().join(format!("glue-eval-swapped-{patches}-{}", std::process::id()));
-        let args = ["eval", "--checkpoint", "checkpoints/place-fruit-glue-small", "--task", "place-fruit", "--episodes", "1", "--seed-start", "1000", "--record", "--key-patches", patches];
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_glue")).args(args).arg("--out").arg(&dir).current_dir(&root).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("eval.json")).unwrap()).unwrap();
-        let recorded = std::fs::read_dir(dir.join("episodes")).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|x| x == "arrow")).unwrap();
-        let ticks = read_episode(&recorded).unwrap().ticks;
-        std::fs::remove_dir_all(&dir).unwrap();
+        let (report, ticks) = eval_one_recorded_on("place-fruit", &format!("swapped-{patches}"), &["--key-patches", patches]);
         let actions: Vec<[u32; 8]> = ticks.iter().map(|t| t.action.to_array().map(f32::to_bits)).collect();
         (report, ticks[0].keypoints.clone().unwrap().points, actions)
     };

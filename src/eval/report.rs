@@ -7,6 +7,7 @@ use eyre::{Result, WrapErr, ensure};
 use serde::{Deserialize, Serialize};
 
 use super::{ForceVisible, KeyPatches, Keypoints, UnlitEncoder};
+use crate::stats::median;
 
 /// Leaves [`EvalReport::object_pose_error`] out of `eval.json` when it is 0, as in every file written before it.
 fn is_zero(x: &f32) -> bool {
@@ -50,6 +51,7 @@ pub struct EpisodeResult {
 impl EpisodeResult {
     /// The outcome of the episode `sim` has run, with its count of replaced actions.
     pub fn of(sim: &crate::sim::Sim, invalid_actions: u32) -> Self {
+        let first_close = sim.first_close();
         EpisodeResult {
             seed: sim.spec().seed,
             success: sim.success(),
@@ -58,8 +60,8 @@ impl EpisodeResult {
             grasped: sim.grasped_carried(),
             held_at_end: sim.holding_carried(),
             place_error_m: sim.place_error(),
-            first_close: sim.first_close().map(|(name, _)| name.to_string()),
-            first_close_m: sim.first_close().map(|(_, d)| d),
+            first_close: first_close.map(|(name, _)| name.to_string()),
+            first_close_m: first_close.map(|(_, d)| d),
         }
     }
 }
@@ -270,11 +272,7 @@ impl EvalReport {
         let objects = by_object
             .into_iter()
             .map(|(name, distances)| {
-                let median = distances.iter().copied().collect::<Option<Vec<f32>>>().map(|mut d| {
-                    d.sort_by(f32::total_cmp);
-                    let n = d.len();
-                    if n % 2 == 1 { d[n / 2] } else { 0.5 * (d[n / 2 - 1] + d[n / 2]) }
-                });
+                let median = distances.iter().copied().collect::<Option<Vec<f32>>>().and_then(|d| median(&d));
                 (name.to_string(), distances.len(), median)
             })
             .collect();
@@ -291,10 +289,8 @@ impl EvalReport {
         }
         let grasped = |e: &&EpisodeResult| e.grasped == Some(true);
         let failures = || self.per_episode.iter().filter(|e| !e.success);
-        let mut errors: Vec<f32> = self.per_episode.iter().filter(grasped).filter_map(|e| e.place_error_m).collect();
-        errors.sort_by(f32::total_cmp);
-        let n = errors.len();
-        let median = (n > 0).then(|| if n % 2 == 1 { errors[n / 2] } else { 0.5 * (errors[n / 2 - 1] + errors[n / 2]) });
+        let errors: Vec<f32> = self.per_episode.iter().filter(grasped).filter_map(|e| e.place_error_m).collect();
+        let median = median(&errors);
         Some(PlaceStages {
             episodes: self.per_episode.len(),
             successes: self.per_episode.iter().filter(|e| e.success).count(),

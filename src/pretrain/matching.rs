@@ -102,14 +102,7 @@ pub struct CorrespondenceScore {
 
 /// The median of `values` (NaN when empty).
 fn median(values: &[f32]) -> f32 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f32::total_cmp);
-    let n = sorted.len();
-    match n {
-        0 => f32::NAN,
-        _ if n % 2 == 1 => sorted[n / 2],
-        _ => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
-    }
+    crate::stats::median(values).unwrap_or(f32::NAN)
 }
 
 impl CorrespondenceScore {
