@@ -337,9 +337,18 @@ struct EvalArgs {
     unlit_encoder: Option<glue::eval::UnlitEncoder>,
     /// An intervention test for GLUE, what its key patches hold: `live` (the paper's), `zeroed` (every feature
     /// zeroed, as an occluded keypoint's), `first-frame` (each keypoint's feature from the episode's first frame,
-    /// zeroed while it is hidden); the keypoints' cells, flags and coordinates stay as tracked. In-process only.
+    /// zeroed while it is hidden), `swapped` (each object's keypoints carry the next object's live features, on
+    /// tasks with two or more text queries); the keypoints' cells, flags and coordinates stay as tracked.
+    /// In-process only.
     #[arg(long, value_enum, default_value_t = glue::eval::KeyPatches::Live)]
     key_patches: glue::eval::KeyPatches,
+    /// An intervention test for the policies that read keypoints, where they are told the keypoints are: `live`
+    /// (tracked), `swapped` (each object's keypoints take the next object's tracked positions and flags, so GLUE's
+    /// key patch cells and the `--keypoint-coords` state point at the other object; the key patches stay the
+    /// features at the tracked keypoints). With `--key-patches swapped` too, the objects' labels trade whole.
+    /// Tasks with two or more text queries; in-process only.
+    #[arg(long, value_enum, default_value_t = glue::eval::KeyPositions::Live)]
+    key_positions: glue::eval::KeyPositions,
     /// Run the episodes through the dora graph (`dora run`, one episode at a time) instead of in-process: the
     /// same nodes as the README's main job, its episodes kept in OUT/episodes, its settings in OUT/dataflow.yml.
     #[arg(long)]
@@ -399,7 +408,8 @@ enum TrackerKind {
 fn eval(args: EvalArgs) -> eyre::Result<()> {
     let EvalArgs {
         checkpoint, scene, episodes, seed_start, keypoints, k, keypoint_seed, keypoint_weights, video, record, seed,
-        parallel, temporal_ensemble, unseen_at, object_pose_error, force_visible, unlit_encoder, key_patches, dataflow, graph, out,
+        parallel, temporal_ensemble, unseen_at, object_pose_error, force_visible, unlit_encoder, key_patches, key_positions, dataflow,
+        graph, out,
         device,
     } = args;
     eyre::ensure!(episodes >= 1, "--episodes: expected at least 1");
@@ -424,6 +434,7 @@ fn eval(args: EvalArgs) -> eyre::Result<()> {
         force_visible,
         unlit_encoder,
         key_patches,
+        key_positions,
     };
     let report = if dataflow {
         eyre::ensure!(device == DeviceKind::Cpu, "--device {device:?}: the graph's nodes run on the CPU; --device is for the in-process evaluation");
@@ -723,6 +734,7 @@ fn loop_bench(repeats: u32, device: &burn::tensor::Device) -> eyre::Result<Strin
         force_visible: None,
         unlit_encoder: None,
         key_patches: glue::eval::KeyPatches::Live,
+        key_positions: glue::eval::KeyPositions::Live,
     };
     let report = glue::eval::evaluate(&config, &out, device);
     std::fs::remove_dir_all(&out).ok();

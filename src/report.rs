@@ -225,6 +225,7 @@ pub(crate) mod tests {
             force_visible: None,
             unlit_encoder: None,
             key_patches: crate::eval::KeyPatches::Live,
+            key_positions: crate::eval::KeyPositions::Live,
             latency: Latency::default(),
             per_episode: Vec::new(),
         }

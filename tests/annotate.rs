@@ -96,23 +96,28 @@ fn eval_one_recorded_on(task: &str, tag: &str, extra: &[&str]) -> (serde_json::V
     (report, ticks)
 }
 
-/// `glue eval --key-patches swapped` on one place-fruit episode (the shipped checkpoint): the fruit's and the
-/// plate's key patches trade places, so the policy acts differently from `live` on the same scene from its first
-/// chunk, the recordings keep the tracker's keypoints, and eval.json names the intervention and the object the
-/// gripper first closed over.
+/// `glue eval --key-patches swapped` and `--key-positions swapped` on one place-fruit episode (the shipped
+/// checkpoint): trading the fruit's and the plate's key patches, or their keypoint positions, makes the policy act
+/// differently from `live` on the same scene from its first chunk; the recordings keep the tracker's keypoints;
+/// eval.json names the intervention and the object the gripper first closed over.
 #[test]
-fn eval_swapped_key_patches_trade_the_objects_appearance() {
-    let run = |patches: &str| {
-        let (report, ticks) = eval_one_recorded_on("place-fruit", &format!("swapped-{patches}"), &["--key-patches", patches]);
+fn eval_swapped_key_patches_and_positions_trade_the_objects() {
+    let run = |tag: &str, extra: &[&str]| {
+        let (report, ticks) = eval_one_recorded_on("place-fruit", &format!("swapped-{tag}"), extra);
         let actions: Vec<[u32; 8]> = ticks.iter().map(|t| t.action.to_array().map(f32::to_bits)).collect();
         (report, ticks[0].keypoints.clone().unwrap().points, actions)
     };
-    let (live_report, tracked, live) = run("live");
-    let (report, swapped_tracked, swapped) = run("swapped");
-    assert_eq!(report["key_patches"], "swapped");
-    assert_eq!(swapped_tracked, tracked, "the recording keeps the tracker's keypoints and flags");
-    assert_ne!(swapped[0], live[0], "trading the objects' key patches changed nothing the policy did");
-    for r in [&live_report, &report] {
+    let (live_report, tracked, live) = run("live", &[]);
+    let (patches_report, patches_tracked, patches) = run("patches", &["--key-patches", "swapped"]);
+    let (positions_report, positions_tracked, positions) = run("positions", &["--key-positions", "swapped"]);
+    assert_eq!(patches_report["key_patches"], "swapped");
+    assert_eq!(positions_report["key_positions"], "swapped");
+    assert!(live_report.get("key_positions").is_none(), "eval.json names the option only when set");
+    assert_eq!(patches_tracked, tracked, "the recording keeps the tracker's keypoints and flags");
+    assert_eq!(positions_tracked, tracked, "the recording keeps the tracker's keypoints and flags");
+    assert_ne!(patches[0], live[0], "trading the objects' key patches changed nothing the policy did");
+    assert_ne!(positions[0], live[0], "trading the objects' keypoint positions changed nothing the policy did");
+    for r in [&live_report, &patches_report, &positions_report] {
         let first = &r["per_episode"][0]["first_close"];
         assert!(first.is_null() || first == "fruit" || first == "plate", "first_close names a task object: {first}");
     }
@@ -197,4 +202,8 @@ fn eval_key_patches_change_the_actions_not_the_tracks() {
     assert!(err.contains("--key-patches is in-process only"), "{err}");
     let err = eval_refused(&["--key-patches", "swapped"]);
     assert!(err.contains("--key-patches swapped") && err.contains("two or more text queries"), "{err}");
+    let err = eval_refused(&["--key-positions", "swapped"]);
+    assert!(err.contains("--key-positions swapped trades the keypoint positions") && err.contains("two or more text queries"), "{err}");
+    let err = eval_refused(&["--key-positions", "swapped", "--dataflow"]);
+    assert!(err.contains("--key-positions is in-process only"), "{err}");
 }

@@ -162,6 +162,7 @@ fn graph_matches_eval(
         force_visible: None,
         unlit_encoder: None,
         key_patches: glue::eval::KeyPatches::Live,
+        key_positions: glue::eval::KeyPositions::Live,
     };
     let setup = glue::eval::DataflowSetup { graph: root().join("dataflow.sim.yml"), dora: dora(), binaries: root().join("target/release") };
     let graph_report = glue::eval::evaluate_in_dataflow(&config, &dir.join("graph"), &setup).unwrap();

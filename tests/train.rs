@@ -593,10 +593,11 @@ fn object_pose_error_is_refused_for_image_policies() {
     assert!(!result.status.success() && err.contains("--object-pose-error applies to the privileged-state policy") && err.contains("glue reads no object poses"), "{err}");
 }
 
-/// `glue eval --key-patches zeroed|first-frame` is an intervention on GLUE's key patches: a GLUE-S checkpoint,
-/// which has none, is refused by name before any episode runs.
+/// `glue eval --key-patches zeroed|first-frame` is an intervention on GLUE's key patches and `--key-positions` one
+/// on the keypoints a policy reads: a GLUE-S checkpoint without `--keypoint-coords`, which has neither, is refused
+/// by name before any episode runs.
 #[test]
-fn key_patch_interventions_are_refused_without_key_patches() {
+fn keypoint_interventions_are_refused_without_keypoints() {
     let _serial = serial();
     let run = Scratch::new("key-patches-glue-s");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_glue")).args(cli_args(PolicyKind::GlueS, 1, &run.0)).output().unwrap();
@@ -613,4 +614,14 @@ fn key_patch_interventions_are_refused_without_key_patches() {
         assert!(!result.status.success() && err.contains("--key-patches: the glue-s policy has no key patches"), "{patches}: {err}");
         assert!(!run.0.join("eval/eval.json").exists(), "{patches}: nothing is evaluated");
     }
+    let result = std::process::Command::new(env!("CARGO_BIN_EXE_glue"))
+        .args(["eval", "--checkpoint"])
+        .arg(run.0.join("last"))
+        .args(["--task", "stack-block", "--episodes", "1", "--key-positions", "swapped", "--out"])
+        .arg(run.0.join("eval"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&result.stderr);
+    assert!(!result.status.success() && err.contains("--key-positions: the glue-s policy reads no keypoints"), "{err}");
+    assert!(!run.0.join("eval/eval.json").exists(), "--key-positions: nothing is evaluated");
 }

@@ -12,7 +12,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use super::{
-    EpisodeResult, EvalConfig, EvalReport, ForceVisible, KeyPatches, Keypoints, Latency, PoseError, StageTimes,
+    EpisodeResult, EvalConfig, EvalReport, ForceVisible, KeyPatches, KeyPositions, Keypoints, Latency, PoseError, StageTimes,
     UnlitEncoder,
     video_name, write_report,
 };
@@ -91,16 +91,25 @@ fn check_options(config: &EvalConfig, policy: &Policy) -> Result<()> {
         "--key-patches: the {} policy has no key patches (GLUE's only), so only `live` applies",
         policy.config.policy.name()
     );
-    if config.key_patches == KeyPatches::Swapped {
+    ensure!(
+        config.key_positions == KeyPositions::Live || policy.config.policy.uses_keypoints() || policy.config.n_keypoints > 0,
+        "--key-positions: the {} policy reads no keypoints, so only `live` applies",
+        policy.config.policy.name()
+    );
+    let swaps = [
+        (config.key_patches == KeyPatches::Swapped, "--key-patches swapped", "key patches"),
+        (config.key_positions == KeyPositions::Swapped, "--key-positions swapped", "keypoint positions"),
+    ];
+    for (option, what) in swaps.iter().filter(|s| s.0).map(|s| (s.1, s.2)) {
         let queries = config.task.text_query();
         ensure!(
             queries.len() >= 2,
-            "--key-patches swapped trades the key patches between objects: expected a task with two or more text queries (stack-block, place-fruit), got {} with {queries:?}",
+            "{option} trades the {what} between objects: expected a task with two or more text queries (stack-block, place-fruit), got {} with {queries:?}",
             config.task.name()
         );
         ensure!(
             config.keypoints == Keypoints::Tracker,
-            "--key-patches swapped needs grounding's object of each keypoint, which --keypoints oracle does not give: use --keypoints tracker (the default)"
+            "{option} needs grounding's object of each keypoint, which --keypoints oracle does not give: use --keypoints tracker (the default)"
         );
     }
     if let Some(ForceVisible::Object(n)) = config.force_visible {
@@ -126,10 +135,31 @@ pub(super) fn first_frame_features(first: &[f32], keypoints: &[[f32; 3]]) -> Vec
         .collect()
 }
 
-/// [`KeyPatches::Swapped`]: `live` (`N x C` row-major, one row per keypoint) with each object's rows taken from
-/// the next object's, keypoint `j` of object `q` from keypoint `j mod n` of the `n` of the next object in query
-/// order (cyclically); a keypoint grounding gave no object keeps its row; a row is zeroed while its own keypoint is
-/// hidden, as sec. III-C zeroes an occluded one.
+/// The pairing of [`KeyPatches::Swapped`] and [`KeyPositions::Swapped`]: for each keypoint (its text-query index in
+/// `objects`), the keypoint it takes from: keypoint `j` of object `q` takes keypoint `j mod n` of the `n` of the
+/// next object in query order (cyclically); a keypoint grounding gave no object takes its own.
+pub(super) fn swap_donors(objects: &[Option<usize>]) -> Result<Vec<usize>> {
+    let mut members: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
+    for (i, object) in objects.iter().enumerate() {
+        if let Some(q) = object {
+            members.entry(*q).or_default().push(i);
+        }
+    }
+    ensure!(members.len() >= 2, "swapping keypoints between objects: keypoints on {} object(s), expected two or more", members.len());
+    let order: Vec<usize> = members.keys().copied().collect();
+    let mut donor: Vec<usize> = (0..objects.len()).collect();
+    for (k, q) in order.iter().enumerate() {
+        let next = &members[&order[(k + 1) % order.len()]];
+        for (j, &i) in members[q].iter().enumerate() {
+            donor[i] = next[j % next.len()];
+        }
+    }
+    Ok(donor)
+}
+
+/// [`KeyPatches::Swapped`]: `live` (`N x C` row-major, one row per keypoint) with each row taken from its
+/// [`swap_donors`] keypoint's, zeroed while its own keypoint in `keypoints` is hidden, as sec. III-C zeroes an
+/// occluded one.
 pub(super) fn swapped_features(live: &[f32], keypoints: &[[f32; 3]], objects: &[Option<usize>]) -> Result<Vec<f32>> {
     ensure!(
         objects.len() == keypoints.len() && live.len() % keypoints.len().max(1) == 0,
@@ -139,26 +169,22 @@ pub(super) fn swapped_features(live: &[f32], keypoints: &[[f32; 3]], objects: &[
         live.len()
     );
     let width = live.len() / keypoints.len().max(1);
-    let mut members: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
-    for (i, object) in objects.iter().enumerate() {
-        if let Some(q) = object {
-            members.entry(*q).or_default().push(i);
-        }
-    }
-    ensure!(members.len() >= 2, "swapped key patches: keypoints on {} object(s), expected two or more to trade between", members.len());
-    let order: Vec<usize> = members.keys().copied().collect();
-    let mut donor: Vec<usize> = (0..keypoints.len()).collect();
-    for (k, q) in order.iter().enumerate() {
-        let next = &members[&order[(k + 1) % order.len()]];
-        for (j, &i) in members[q].iter().enumerate() {
-            donor[i] = next[j % next.len()];
-        }
-    }
     Ok(keypoints
         .iter()
-        .zip(donor)
+        .zip(swap_donors(objects)?)
         .flat_map(|(point, d)| if is_visible(point) { live[d * width..(d + 1) * width].to_vec() } else { vec![0.0; width] })
         .collect())
+}
+
+/// [`KeyPositions::Swapped`]: each keypoint's position and flag taken from its [`swap_donors`] keypoint's.
+pub(super) fn swapped_positions(keypoints: &[[f32; 3]], objects: &[Option<usize>]) -> Result<Vec<[f32; 3]>> {
+    ensure!(
+        objects.len() == keypoints.len(),
+        "swapped key positions: {} keypoints but {} object labels",
+        keypoints.len(),
+        objects.len()
+    );
+    Ok(swap_donors(objects)?.into_iter().map(|d| keypoints[d]).collect())
 }
 
 /// Milliseconds since `t`.
@@ -405,15 +431,21 @@ impl Lockstep<'_> {
             &keypoints
         };
         let mut features = policy.key_features_batch(&seen_by(UnlitEncoder::Local), patched)?;
+        // --key-positions swapped: the positions and flags the policy is told (cells, coordinates); the features
+        // above stay those at the tracked keypoints.
+        let positions: Vec<Vec<[f32; 3]>> = match config.key_positions {
+            KeyPositions::Live => keypoints,
+            KeyPositions::Swapped => active.iter().zip(&keypoints).map(|(e, points)| swapped_positions(points, &e.objects)).collect::<Result<_>>()?,
+        };
         match (config.key_patches, features.as_mut()) {
             (KeyPatches::FirstFrame, Some(features)) => {
-                for ((now, e), points) in features.iter_mut().zip(active).zip(&keypoints) {
+                for ((now, e), points) in features.iter_mut().zip(active).zip(&positions) {
                     let first = e.first_key_features.get_or_init(|| now.clone());
                     *now = first_frame_features(first, points);
                 }
             }
             (KeyPatches::Swapped, Some(features)) => {
-                for ((now, e), points) in features.iter_mut().zip(active).zip(&keypoints) {
+                for ((now, e), points) in features.iter_mut().zip(active).zip(&positions) {
                     *now = swapped_features(now, points, &e.objects)?;
                 }
             }
@@ -431,7 +463,7 @@ impl Lockstep<'_> {
                 width: config.sim.width,
                 height: config.sim.height,
                 state: &states[j],
-                keypoints: &keypoints[j],
+                keypoints: &positions[j],
                 key_features: features.as_ref().map(|f| f[j].as_slice()),
                 object_poses: &perceived[j],
             })

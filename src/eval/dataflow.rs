@@ -99,6 +99,10 @@ pub fn evaluate_in_dataflow(config: &EvalConfig, out: &Path, setup: &DataflowSet
     ensure!(config.unlit_encoder.is_none(), "--unlit-encoder is in-process only: the graph's encoder reads the camera's frame");
     ensure!(config.key_patches == super::KeyPatches::Live, "--key-patches is in-process only: the graph's encoder computes the key patches");
     ensure!(
+        config.key_positions == super::KeyPositions::Live,
+        "--key-positions is in-process only: the graph's encoder reads the tracker's keypoints"
+    );
+    ensure!(
         config.keypoints == Keypoints::Tracker,
         "--keypoints oracle: the graph runs the perception pipeline (grounding and tracker nodes); oracle keypoints are in-process only"
     );

@@ -86,6 +86,9 @@ pub struct EvalConfig {
     /// An intervention test for GLUE: what its key patches hold ([`KeyPatches`]). Recordings keep the tracker's
     /// keypoints.
     pub key_patches: KeyPatches,
+    /// An intervention test for the policies that read keypoints: where the policy is told they are
+    /// ([`KeyPositions`]). Recordings keep the tracker's keypoints.
+    pub key_positions: KeyPositions,
 }
 
 /// What GLUE's key patches hold in [`EvalConfig::key_patches`]. Whatever they hold, the keypoints' cells (their
@@ -111,6 +114,30 @@ pub enum KeyPatches {
 }
 
 impl KeyPatches {
+    /// Leaves the default out of `eval.json`, as in every file written before the option.
+    fn is_live(&self) -> bool {
+        *self == Self::Live
+    }
+}
+
+/// Where the policy is told the keypoints are in [`EvalConfig::key_positions`]: the positions behind GLUE's key
+/// patch cells (their positional encodings) and, with `--keypoint-coords`, the state's `(x, y, visible)`. The
+/// key patches are the features at the tracked keypoints whatever the positions ([`KeyPatches`] says which).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyPositions {
+    /// The tracked positions and flags.
+    #[default]
+    Live,
+    /// Each object's keypoints take the next object's tracked positions and flags, paired as `--key-patches
+    /// swapped` pairs their features: on a two-object task the policy is told each object is where
+    /// the other is. With `--key-patches swapped` too, every keypoint is the other object's whole (feature,
+    /// position, flag): the objects' labels trade. A key patch is zeroed while the keypoint whose position it
+    /// carries is hidden. Tasks with two or more text queries, tracked keypoints only.
+    Swapped,
+}
+
+impl KeyPositions {
     /// Leaves the default out of `eval.json`, as in every file written before the option.
     fn is_live(&self) -> bool {
         *self == Self::Live
@@ -225,6 +252,7 @@ fn write_report(config: &EvalConfig, policy: &str, results: Vec<EpisodeResult>, 
         force_visible: config.force_visible,
         unlit_encoder: config.unlit_encoder,
         key_patches: config.key_patches,
+        key_positions: config.key_positions,
         latency,
         per_episode: results,
     };

@@ -6,7 +6,7 @@ use std::path::Path;
 use eyre::{Result, WrapErr, ensure};
 use serde::{Deserialize, Serialize};
 
-use super::{ForceVisible, KeyPatches, Keypoints, UnlitEncoder};
+use super::{ForceVisible, KeyPatches, KeyPositions, Keypoints, UnlitEncoder};
 use crate::stats::median;
 
 /// Leaves [`EvalReport::object_pose_error`] out of `eval.json` when it is 0, as in every file written before it.
@@ -230,6 +230,9 @@ pub struct EvalReport {
     /// [`EvalConfig::key_patches`] (absent: live).
     #[serde(default, skip_serializing_if = "KeyPatches::is_live")]
     pub key_patches: KeyPatches,
+    /// [`EvalConfig::key_positions`] (absent: live).
+    #[serde(default, skip_serializing_if = "KeyPositions::is_live")]
+    pub key_positions: KeyPositions,
     pub latency: Latency,
     pub per_episode: Vec<EpisodeResult>,
 }

@@ -46,6 +46,23 @@ fn swapped_key_patches_trade_features_between_objects() {
     assert!(err.contains("6 keypoints") && err.contains("5 feature values"), "{err}");
 }
 
+/// `--key-positions swapped`: each keypoint takes its partner's position and flag, paired as the features are
+/// (object 0's three from object 1's two in turn, object 1's from object 0's first two; no object keeps its own).
+#[test]
+fn swapped_key_positions_trade_positions_and_flags_between_objects() {
+    use super::closed_loop::swapped_positions;
+    let points: Vec<[f32; 3]> = (0..6).map(|i| [i as f32, 10.0 * i as f32, if i == 2 { 0.0 } else { 1.0 }]).collect();
+    let objects = [Some(0), Some(0), Some(1), Some(1), Some(0), None];
+    let swapped = swapped_positions(&points, &objects).unwrap();
+    let taken: Vec<usize> = swapped.iter().map(|p| p[0] as usize).collect();
+    assert_eq!(taken, [2, 3, 0, 1, 2, 5]);
+    assert_eq!(swapped[0], [2.0, 20.0, 0.0], "the flag travels with the position");
+    let err = swapped_positions(&points, &objects[..5]).unwrap_err().to_string();
+    assert!(err.contains("6 keypoints but 5 object labels"), "{err}");
+    let err = swapped_positions(&points, &[None; 6]).unwrap_err().to_string();
+    assert!(err.contains("on 0 object"), "{err}");
+}
+
 #[test]
 fn wilson_interval_matches_known_values() {
     // 8/10: (0.4902, 0.9433); 0/10: (0, 0.2775); 50/100: (0.4038, 0.5962).
@@ -163,6 +180,7 @@ fn failed_pick_and_place_episodes_are_sorted_by_stage() {
         force_visible: None,
         unlit_encoder: None,
         key_patches: KeyPatches::Live,
+        key_positions: KeyPositions::Live,
         latency: Latency::default(),
         per_episode: vec![
             episode(true, true, false, 0.01),
