@@ -602,26 +602,24 @@ fn keypoint_interventions_are_refused_without_keypoints() {
     let run = Scratch::new("key-patches-glue-s");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_glue")).args(cli_args(PolicyKind::GlueS, 1, &run.0)).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    for patches in ["zeroed", "first-frame"] {
+    let no_patches = "--key-patches: the glue-s policy has no key patches";
+    let refusals = [
+        (["--key-patches", "zeroed"], no_patches),
+        (["--key-patches", "first-frame"], no_patches),
+        (["--key-positions", "swapped"], "--key-positions: the glue-s policy reads no keypoints"),
+    ];
+    for (option, message) in refusals {
         let result = std::process::Command::new(env!("CARGO_BIN_EXE_glue"))
             .args(["eval", "--checkpoint"])
             .arg(run.0.join("last"))
-            .args(["--task", "stack-block", "--episodes", "1", "--key-patches", patches, "--out"])
+            .args(["--task", "stack-block", "--episodes", "1"])
+            .args(option)
+            .arg("--out")
             .arg(run.0.join("eval"))
             .output()
             .unwrap();
         let err = String::from_utf8_lossy(&result.stderr);
-        assert!(!result.status.success() && err.contains("--key-patches: the glue-s policy has no key patches"), "{patches}: {err}");
-        assert!(!run.0.join("eval/eval.json").exists(), "{patches}: nothing is evaluated");
+        assert!(!result.status.success() && err.contains(message), "{option:?}: {err}");
+        assert!(!run.0.join("eval/eval.json").exists(), "{option:?}: nothing is evaluated");
     }
-    let result = std::process::Command::new(env!("CARGO_BIN_EXE_glue"))
-        .args(["eval", "--checkpoint"])
-        .arg(run.0.join("last"))
-        .args(["--task", "stack-block", "--episodes", "1", "--key-positions", "swapped", "--out"])
-        .arg(run.0.join("eval"))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&result.stderr);
-    assert!(!result.status.success() && err.contains("--key-positions: the glue-s policy reads no keypoints"), "{err}");
-    assert!(!run.0.join("eval/eval.json").exists(), "--key-positions: nothing is evaluated");
 }
